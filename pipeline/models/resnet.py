@@ -1,0 +1,76 @@
+"""ResNet-18 for 32x32 images, from convolutions, batch norms and a linear layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with 'same' padding; bias is redundant before BatchNorm."""
+    return nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions plus a shortcut: identity, or a 1x1 projection where the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = conv3x3(c_in, c_out, stride)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = conv3x3(c_out, c_out)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(c_out),
+            )
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))  # (B, c_out, H/stride, W/stride)
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """Stem (3x3, stride 1, no max-pool) -> four stages of BasicBlocks -> global average pool -> linear."""
+
+    # The last convolutional stage: Grad-CAM hooks the module of this name.
+    cam_layer = "layer4"
+
+    def __init__(self, layers=(2, 2, 2, 2), widths=(64, 128, 256, 512), num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(conv3x3(3, widths[0]), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        stages, c_in = [], widths[0]
+        for i, (blocks, width) in enumerate(zip(layers, widths)):
+            stride = 1 if i == 0 else 2
+            stage = [BasicBlock(c_in, width, stride)] + [BasicBlock(width, width) for _ in range(blocks - 1)]
+            stages.append(nn.Sequential(*stage))
+            c_in = width
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # Zero the last BN of each block so every residual branch starts as the identity.
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)  # (B, 64, 32, 32)
+        x = self.layer1(x)  # (B, 64, 32, 32)
+        x = self.layer2(x)  # (B, 128, 16, 16)
+        x = self.layer3(x)  # (B, 256, 8, 8)
+        x = self.layer4(x)  # (B, 512, 4, 4)
+        x = self.pool(x).flatten(1)  # (B, 512)
+        return self.fc(x)  # (B, num_classes)
+
+
+def make_resnet18(num_classes: int = 10) -> ResNet:
+    """ResNet-18: two BasicBlocks per stage, 11,173,962 parameters for 10 classes."""
+    return ResNet(layers=(2, 2, 2, 2), num_classes=num_classes)

@@ -1,0 +1,156 @@
+"""Training ResNet-18 on CIFAR-10: one-cycle SGD, batch augmentation on the device, bf16 autocast."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import ClsConfig, Paths
+from pipeline.data.cifar10 import augment, load_cifar10, normalize, split_train_val
+from pipeline.models.resnet import ResNet, make_resnet18
+from pipeline.train.runner import autocast, epoch_generator, pick_device, progress, seed_everything
+
+
+def lr_at(step: int, total_steps: int, peak: float, warmup_frac: float) -> float:
+    """One-cycle: linear rise from peak/10 to peak, then linear decay to zero."""
+    warmup = max(1, int(total_steps * warmup_frac))
+    if step < warmup:
+        return peak * (0.1 + 0.9 * step / warmup)
+    return peak * max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+
+def crop_size_at(epoch: int, config: ClsConfig) -> int:
+    """Progressive resizing: the first epochs see smaller random crops, which cost about half as much."""
+    return config.low_res if epoch < config.low_res_epochs else 32
+
+
+def prepare(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """uint8 batch -> normalised float on the device, in the memory format the model runs in."""
+    x = normalize(images.to(device, non_blocking=True))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def predict_logits(model: ResNet, images: torch.Tensor, config: ClsConfig, device: torch.device) -> torch.Tensor:
+    """Logits (N, 10) in float32 on the CPU for uint8 images (N, 3, 32, 32), in order."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), config.eval_batch_size):
+        x = prepare(images[start:start + config.eval_batch_size], device, config.channels_last)
+        with autocast(device, config.mixed_precision):
+            out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 10)
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Cross-entropy and accuracy of logits against labels."""
+    return {
+        "loss": F.cross_entropy(logits, labels).item(),
+        "accuracy": (logits.argmax(1) == labels).float().mean().item(),
+    }
+
+
+def build_model(config: ClsConfig, device: torch.device) -> ResNet:
+    model = make_resnet18().to(device)
+    return model.to(memory_format=torch.channels_last) if config.channels_last else model
+
+
+class ClsTask:
+    """ResNet-18 on CIFAR-10, as the shared epoch loop drives it."""
+
+    def __init__(self, config: ClsConfig, paths: Paths, device: torch.device | None = None):
+        self.config = config
+        self.device = device or pick_device()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        seed_everything(config.seed)
+        data = load_cifar10(paths.data, strict_counts=config.train_limit == 0 and config.test_limit == 0)
+        train_idx, val_idx = split_train_val(len(data.train_labels), config.val_size, config.seed)
+        if config.train_limit:
+            train_idx = train_idx[:config.train_limit]
+        self.train_images, self.train_labels = data.train_images[train_idx], data.train_labels[train_idx]
+        self.val_images, self.val_labels = data.train_images[val_idx], data.train_labels[val_idx]
+        limit = config.test_limit or len(data.test_labels)
+        self.test_images, self.test_labels = data.test_images[:limit], data.test_labels[:limit]
+        self.classes = data.classes
+
+        self.model = build_model(config, self.device)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=config.lr, momentum=config.momentum,
+            nesterov=True, weight_decay=config.weight_decay,
+        )
+        # fp16 on CUDA needs loss scaling; bf16 on the CPU does not.
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=config.mixed_precision and self.device.type == "cuda"
+        )
+        self.steps_per_epoch = len(self.train_labels) // config.batch_size
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.step = 0
+
+    def train_one_epoch(self, epoch: int) -> dict:
+        config, model = self.config, self.model
+        model.train()
+        generator = epoch_generator(config.seed, epoch)
+        order = torch.randperm(len(self.train_labels), generator=generator)
+        size = crop_size_at(epoch, config)
+        loss_sum = correct = seen = 0
+        t0 = time.perf_counter()
+        with progress(self.steps_per_epoch * config.batch_size, f"cls epoch {epoch + 1}", "img") as bar:
+            for i in range(self.steps_per_epoch):
+                idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+                images = augment(self.train_images[idx].to(self.device), generator, config.crop_padding, size)
+                x = prepare(images, self.device, config.channels_last)
+                y = self.train_labels[idx].to(self.device)
+                lr = lr_at(self.step, self.total_steps, config.lr, config.warmup_frac)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast(self.device, config.mixed_precision):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.step += 1
+                loss_sum += loss.item() * len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+                seen += len(y)
+                bar.update(len(y))
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.3g}")
+        seconds = time.perf_counter() - t0
+        return {
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "lr": lr_at(self.step - 1, self.total_steps, config.lr, config.warmup_frac),
+            "crop_size": size,
+            "images_per_s": seen / seconds,
+            "train_s": round(seconds, 2),
+        }
+
+    def evaluate(self) -> dict:
+        if not len(self.val_labels):
+            return {}
+        result = score(predict_logits(self.model, self.val_images, self.config, self.device), self.val_labels)
+        return {"val_loss": result["loss"], "val_accuracy": result["accuracy"]}
+
+    def test(self) -> dict:
+        result = score(predict_logits(self.model, self.test_images, self.config, self.device), self.test_labels)
+        return {"test_loss": result["loss"], "test_accuracy": result["accuracy"], "test_images": len(self.test_labels)}
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "classes": self.classes,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = state["step"]
+
