@@ -1,0 +1,126 @@
+"""Benchmarks: train the default profile, print its per-epoch table; for the ResNet, time a plain baseline."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from pipeline.config import PipelineError, default_paths, make_config
+from pipeline.io import read_json, read_jsonl
+from pipeline.train.runner import FINAL, METRICS, run
+
+BASELINE_STEPS = 30  # timed steps per recipe, after a few warm-up steps
+WARMUP_STEPS = 3
+
+
+def _train(model: str, profile: str, overrides: list[str]):
+    paths = default_paths()
+    config = make_config(model, profile, overrides)
+    run_dir = paths.run(model)
+    if (run_dir / FINAL).exists():
+        print(f"{run_dir} already holds a finished run; its numbers follow (delete it to train again).")
+        return config, read_jsonl(run_dir / METRICS), read_json(run_dir / FINAL)
+    if model == "cls":
+        from pipeline.train.cls import ClsTask as Task
+    else:
+        from pipeline.train.mt import MtTask as Task
+    run(Task(config, paths), model, run_dir, resume=True)
+    return config, read_jsonl(run_dir / METRICS), read_json(run_dir / FINAL)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
+
+
+def _steps_per_second(step, steps: int) -> float:
+    for _ in range(WARMUP_STEPS):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps / (time.perf_counter() - t0)
+
+
+def _baseline_rates(config, steps: int) -> tuple[float, float]:
+    """Images/s of the plain recipe (fp32, NCHW, PIL transforms, DataLoader) and of ours, same batch size."""
+    import torch.nn.functional as F
+    import torchvision.transforms as T
+    from PIL import Image
+
+    from pipeline.data.cifar10 import MEAN, STD, augment, load_cifar10
+    from pipeline.train.cls import build_model, prepare
+    from pipeline.train.runner import autocast, pick_device
+
+    device = pick_device()
+    data = load_cifar10(default_paths().data)
+    images, labels = data.train_images.permute(0, 2, 3, 1).numpy(), data.train_labels
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+
+    class PilDataset(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(labels)
+
+        def __getitem__(self, i):
+            return transform(Image.fromarray(images[i])), labels[i]
+
+    loader = torch.utils.data.DataLoader(PilDataset(), batch_size=config.batch_size, shuffle=True, num_workers=2,
+                                         drop_last=True, persistent_workers=True)
+    batches = iter(loader)
+    plain = build_model(type(config)(**{**config.__dict__, "channels_last": False}), device)
+    plain_opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+
+    def plain_step():
+        x, y = next(batches)
+        loss = F.cross_entropy(plain(x.to(device)), y.to(device))
+        plain_opt.zero_grad()
+        loss.backward()
+        plain_opt.step()
+
+    ours = build_model(config, device)
+    ours_opt = torch.optim.SGD(ours.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    generator = torch.Generator().manual_seed(0)
+
+    def our_step():
+        idx = torch.randint(0, len(labels), (config.batch_size,), generator=generator)
+        x = prepare(augment(data.train_images[idx].to(device), generator, config.crop_padding), device,
+                    config.channels_last)
+        with autocast(device, config.mixed_precision):
+            loss = F.cross_entropy(ours(x), labels[idx].to(device))
+        ours_opt.zero_grad()
+        loss.backward()
+        ours_opt.step()
+
+    plain_rate = _steps_per_second(plain_step, steps) * config.batch_size
+    our_rate = _steps_per_second(our_step, steps) * config.batch_size
+    return plain_rate, our_rate
+
+
+def bench(model: str, profile: str, overrides: list[str]) -> None:
+    config, records, final = _train(model, profile, overrides)
+    if model == "cls":
+        rows = [[r["epoch"] + 1, r["crop_size"], f"{r['train_s']:.0f}", f"{r['images_per_s']:.1f}",
+                 f"{100 * r.get('val_accuracy', float('nan')):.2f}"] for r in records]
+        print(_table(["epoch", "crop", "wall s", "images/s", "val acc %"], rows))
+        print(f"test accuracy: {100 * final['test_accuracy']:.2f}% on {final['test_images']} images; "
+              f"training wall time {final['train_wall_s'] / 60:.1f} min")
+        print(f"\ntiming {BASELINE_STEPS} steps of batch {config.batch_size} at 32x32 for each recipe ...")
+        plain, ours = _baseline_rates(config, BASELINE_STEPS)
+        print(_table(["recipe", "images/s"], [
+            ["plain: fp32, NCHW, PIL transforms, DataLoader", f"{plain:.1f}"],
+            ["ours: channels_last, bf16 autocast, batch augmentation on device", f"{ours:.1f}"],
+        ]))
+        print(f"throughput ratio: {ours / plain:.2f}x")
+    elif model == "mt":
+        rows = [[r["epoch"] + 1, f"{r['train_s']:.1f}", f"{r['tokens_per_s']:.0f}", f"{r.get('val_loss', 0):.3f}",
+                 f"{r.get('val_bleu', 0):.2f}"] for r in records]
+        print(_table(["epoch", "wall s", "tokens/s", "val loss", "val BLEU"], rows))
+        print(f"training wall time {final['train_wall_s'] / 60:.1f} min")
+        print(f"test BLEU {final['test_bleu']:.2f} ± {final['test_bleu_ci95']}  ({final['bleu_signature']})")
+        print(f"test chrF {final['test_chrf']:.2f}  ({final['chrf_signature']})")
+        print(f"test TER  {final['test_ter']:.2f}  ({final['ter_signature']})")
+        print(f"greedy BLEU {final['test_greedy_bleu']:.2f}; beam {config.beam_size} is what the scores above use")
+    else:
+        raise PipelineError(f"No benchmark for {model!r}.")

@@ -1,0 +1,95 @@
+"""Turning source token ids into target token ids: batched greedy decoding and beam search."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.data.translation import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab, detokenize, pad_batch
+from pipeline.models.transformer import Transformer, padding_mask
+
+
+def _strip(ids: list[int]) -> list[int]:
+    """Ids before the first <eos>, without padding."""
+    out = []
+    for i in ids:
+        if i == EOS_ID:
+            break
+        if i != PAD_ID:
+            out.append(i)
+    return out
+
+
+@torch.no_grad()
+def greedy_decode(model: Transformer, src: torch.Tensor, max_len: int) -> list[list[int]]:
+    """The most likely next token at every step, for a padded batch (B, S) at once."""
+    model.eval()
+    src_mask = padding_mask(src)
+    memory = model.encode(src, src_mask)
+    ys = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long, device=src.device)
+    done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
+    for _ in range(max_len):
+        next_token = model.decode(memory, src_mask, ys)[:, -1].argmax(-1)  # (B,)
+        next_token = torch.where(done, torch.full_like(next_token, PAD_ID), next_token)
+        ys = torch.cat([ys, next_token[:, None]], dim=1)
+        done |= next_token == EOS_ID
+        if done.all():
+            break
+    return [_strip(row) for row in ys[:, 1:].tolist()]
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT's ((5 + length) / 6) ** alpha; alpha = 0 leaves scores as summed log-probabilities."""
+    return ((5 + length) / 6) ** alpha
+
+
+@torch.no_grad()
+def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: int, alpha: float) -> list[int]:
+    """The best hypothesis for one source sentence (1, S) by length-normalised log-probability."""
+    model.eval()
+    src_mask = padding_mask(src)
+    memory = model.encode(src, src_mask)
+    alive = [(0.0, [BOS_ID])]  # (summed log-probability, tokens)
+    finished: list[tuple[float, list[int]]] = []  # (normalised score, tokens)
+    for _ in range(max_len):
+        ys = torch.tensor([tokens for _, tokens in alive], device=src.device)  # (k, t)
+        k = len(alive)
+        log_probs = model.decode(memory.expand(k, -1, -1), src_mask.expand(k, -1, -1, -1), ys)[:, -1]
+        log_probs = log_probs.float().log_softmax(-1)  # (k, vocab)
+        totals = torch.tensor([score for score, _ in alive], device=src.device)[:, None] + log_probs
+        # Twice the beam, so enough candidates stay alive after some of them end.
+        best = totals.flatten().topk(min(2 * beam_size, totals.numel()))
+        vocab = log_probs.size(-1)
+        next_alive = []
+        for score, flat in zip(best.values.tolist(), best.indices.tolist()):
+            row, token = divmod(flat, vocab)
+            tokens = alive[row][1] + [token]
+            if token == EOS_ID:
+                finished.append((score / length_penalty(len(tokens) - 1, alpha), tokens))
+            else:
+                next_alive.append((score, tokens))
+            if len(next_alive) == beam_size:
+                break
+        alive = next_alive
+        if len(finished) >= beam_size or not alive:
+            break
+    if not finished:
+        finished = [(score / length_penalty(len(tokens) - 1, alpha), tokens) for score, tokens in alive]
+    return _strip(max(finished, key=lambda f: f[0])[1][1:])
+
+
+def translate(model: Transformer, sources: list[str], src_vocab: Vocab, tgt_vocab: Vocab, max_len: int,
+              device: torch.device, beam_size: int = 0, alpha: float = 0.6, batch_size: int = 128) -> list[str]:
+    """Normalised source sentences -> detokenised outputs: greedy if beam_size is 0, else beam search."""
+    encoded = [src_vocab.encode(s) or [UNK_ID] for s in sources]
+    outputs: list[list[int]] = [[] for _ in sources]
+    if beam_size:
+        for i, ids in enumerate(encoded):
+            outputs[i] = beam_search(model, torch.tensor([ids], device=device), beam_size, max_len, alpha)
+    else:
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            src = pad_batch([encoded[i] for i in chunk], bos_eos=False).to(device)
+            for i, ids in zip(chunk, greedy_decode(model, src, max_len)):
+                outputs[i] = ids
+    return [detokenize(tgt_vocab.decode(ids)) for ids in outputs]

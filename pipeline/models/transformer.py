@@ -1,0 +1,198 @@
+"""Transformer encoder-decoder (Vaswani et al. 2017) from linear layers, layer norms and softmax."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from pipeline.data.translation import PAD_ID
+
+
+# ---- masks: True where a query may attend to a key ----------------------------------------------
+
+def padding_mask(tokens: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
+    """(B, T) tokens -> (B, 1, 1, T): every query may see the real tokens only."""
+    return (tokens != pad_id)[:, None, None, :]
+
+
+def causal_mask(size: int, device=None) -> torch.Tensor:
+    """(1, 1, T, T) lower triangle: position t sees positions 0..t, never the future."""
+    return torch.tril(torch.ones(size, size, dtype=torch.bool, device=device))[None, None]
+
+
+def target_mask(tokens: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
+    """(B, 1, T, T): the decoder's self-attention mask, padding and causal combined."""
+    return padding_mask(tokens, pad_id) & causal_mask(tokens.size(1), tokens.device)
+
+
+# ---- primitives ----------------------------------------------------------------------------------
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+              dropout: nn.Dropout | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention; returns (output, weights), weights before dropout."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, heads, Tq, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    dropped = dropout(weights) if dropout is not None else weights
+    return dropped @ v, weights  # (B, heads, Tq, d_head)
+
+
+class MultiHeadAttention(nn.Module):
+    """Project to heads, attend, concatenate, project back; keeps its last weights for the figures."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float):
+        super().__init__()
+        assert d_model % heads == 0, "d_model must be divisible by heads"
+        self.heads, self.d_head = heads, d_model // heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.last_weights: torch.Tensor | None = None  # (B, heads, Tq, Tk), detached
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.heads, self.d_head).transpose(1, 2)  # (B, heads, T, d_head)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(key)), self._split(self.v_proj(value))
+        out, weights = attention(q, k, v, mask, self.dropout)
+        self.last_weights = weights.detach()
+        b, _, t, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, self.heads * self.d_head))  # (B, Tq, d_model)
+
+
+class FeedForward(nn.Module):
+    """Position-wise: linear, ReLU, dropout, linear."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class PositionalEncoding(nn.Module):
+    """Adds fixed sinusoids: even dimensions sin, odd cos, wavelengths from 2*pi to 10000*2*pi."""
+
+    def __init__(self, d_model: int, dropout: float, max_len: int = 512):
+        super().__init__()
+        position = torch.arange(max_len)[:, None]
+        frequency = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+        table = torch.zeros(max_len, d_model)
+        table[:, 0::2] = torch.sin(position * frequency)
+        table[:, 1::2] = torch.cos(position * frequency)
+        self.register_buffer("table", table, persistent=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(x + self.table[: x.size(1)])
+
+
+class Embedding(nn.Module):
+    """Token embedding scaled by sqrt(d_model), so it is not drowned by the positional encoding."""
+
+    def __init__(self, vocab_size: int, d_model: int):
+        super().__init__()
+        self.lookup = nn.Embedding(vocab_size, d_model, padding_idx=PAD_ID)
+        self.scale = math.sqrt(d_model)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.lookup(tokens) * self.scale
+
+
+# ---- blocks --------------------------------------------------------------------------------------
+
+class EncoderLayer(nn.Module):
+    """Self-attention and feed-forward, each wrapped as x + dropout(sublayer(LayerNorm(x)))."""
+
+    def __init__(self, d_model: int, heads: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, heads, dropout)
+        self.ff = FeedForward(d_model, d_ff, dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.dropout(self.self_attn(h, h, h, src_mask))
+        return x + self.dropout(self.ff(self.norm2(x)))
+
+
+class DecoderLayer(nn.Module):
+    """Masked self-attention, attention over the encoder's output, feed-forward; pre-norm residuals."""
+
+    def __init__(self, d_model: int, heads: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, heads, dropout)
+        self.cross_attn = MultiHeadAttention(d_model, heads, dropout)
+        self.ff = FeedForward(d_model, d_ff, dropout)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, y: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+                tgt_mask: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(y)
+        y = y + self.dropout(self.self_attn(h, h, h, tgt_mask))
+        y = y + self.dropout(self.cross_attn(self.norm2(y), memory, memory, src_mask))
+        return y + self.dropout(self.ff(self.norm3(y)))
+
+
+# ---- model ---------------------------------------------------------------------------------------
+
+class Transformer(nn.Module):
+    """Encoder stack, decoder stack and a generator to target-vocabulary logits."""
+
+    def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int = 256, heads: int = 4, layers: int = 3,
+                 d_ff: int = 1024, dropout: float = 0.1, tie_embeddings: bool = True):
+        super().__init__()
+        self.src_embed, self.tgt_embed = Embedding(src_vocab, d_model), Embedding(tgt_vocab, d_model)
+        self.positions = PositionalEncoding(d_model, dropout)
+        self.encoder = nn.ModuleList(EncoderLayer(d_model, heads, d_ff, dropout) for _ in range(layers))
+        self.decoder = nn.ModuleList(DecoderLayer(d_model, heads, d_ff, dropout) for _ in range(layers))
+        self.encoder_norm, self.decoder_norm = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.generator = nn.Linear(d_model, tgt_vocab)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        if tie_embeddings:
+            # Tied weights see the generator's scale; sqrt(d_model) in Embedding restores the input's.
+            self.generator.weight = self.tgt_embed.lookup.weight
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        x = self.positions(self.src_embed(src))  # (B, S, d_model)
+        for layer in self.encoder:
+            x = layer(x, src_mask)
+        return self.encoder_norm(x)
+
+    def decode(self, memory: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, tgt_vocab) for every prefix of tgt."""
+        y = self.positions(self.tgt_embed(tgt))  # (B, T, d_model)
+        tgt_mask = target_mask(tgt)
+        for layer in self.decoder:
+            y = layer(y, memory, src_mask, tgt_mask)
+        return self.generator(self.decoder_norm(y))
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        src_mask = padding_mask(src)
+        return self.decode(self.encode(src, src_mask), src_mask, tgt_in)
+
+    def attention_weights(self) -> dict[str, list[torch.Tensor]]:
+        """The last weights of every attention module, by kind, one (B, heads, Tq, Tk) per layer."""
+        return {
+            "encoder_self": [layer.self_attn.last_weights for layer in self.encoder],
+            "decoder_self": [layer.self_attn.last_weights for layer in self.decoder],
+            "decoder_source": [layer.cross_attn.last_weights for layer in self.decoder],
+        }
+
+
+def make_transformer(src_vocab: int, tgt_vocab: int, d_model: int = 256, heads: int = 4, layers: int = 3,
+                     d_ff: int = 1024, dropout: float = 0.1, tie_embeddings: bool = True) -> Transformer:
+    """An encoder-decoder with `layers` layers on each side."""
+    return Transformer(src_vocab, tgt_vocab, d_model, heads, layers, d_ff, dropout, tie_embeddings)

@@ -1,0 +1,95 @@
+import torch
+
+from pipeline.data.translation import BOS_ID, EOS_ID, PAD_ID
+from pipeline.evaluate.decode import beam_search, greedy_decode
+from pipeline.models.transformer import attention, causal_mask, make_transformer, padding_mask, target_mask
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return make_transformer(20, 22, d_model=32, heads=4, layers=2, d_ff=64, dropout=0.0, **kw).eval()
+
+
+def test_shapes_through_every_layer():
+    model = tiny()
+    src, tgt = torch.randint(4, 20, (3, 7)), torch.randint(4, 22, (3, 5))
+    src_mask = padding_mask(src)
+    memory = model.encode(src, src_mask)
+    assert memory.shape == (3, 7, 32)
+    assert model.decode(memory, src_mask, tgt).shape == (3, 5, 22)
+    weights = model.attention_weights()
+    assert [w.shape for w in weights["encoder_self"]] == [(3, 4, 7, 7)] * 2
+    assert [w.shape for w in weights["decoder_self"]] == [(3, 4, 5, 5)] * 2
+    assert [w.shape for w in weights["decoder_source"]] == [(3, 4, 5, 7)] * 2
+
+
+def test_attention_weights_sum_to_one_and_respect_the_mask():
+    q, k, v = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 6, 8), torch.randn(2, 3, 6, 8)
+    mask = torch.ones(2, 1, 1, 6, dtype=torch.bool)
+    mask[:, :, :, 4:] = False
+    out, weights = attention(q, k, v, mask)
+    assert out.shape == (2, 3, 4, 8)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 4))
+    assert weights[..., 4:].abs().max() == 0
+
+
+def test_masks():
+    tokens = torch.tensor([[5, 6, PAD_ID]])
+    assert padding_mask(tokens).tolist() == [[[[True, True, False]]]]
+    assert causal_mask(3)[0, 0].tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    assert target_mask(tokens)[0, 0].tolist() == [[True, False, False], [True, True, False], [True, True, False]]
+
+
+def test_future_target_tokens_do_not_change_earlier_outputs():
+    model = tiny()
+    src, tgt = torch.randint(4, 20, (2, 6)), torch.randint(4, 22, (2, 6))
+    changed = tgt.clone()
+    changed[:, 4] = (changed[:, 4] + 1 - 4) % 18 + 4
+    a, b = model(src, tgt), model(src, changed)
+    torch.testing.assert_close(a[:, :4], b[:, :4])
+    assert not torch.allclose(a[:, 4:], b[:, 4:])
+
+
+def test_padding_changes_nothing_for_real_tokens():
+    model = tiny()
+    src, tgt = torch.randint(4, 20, (1, 5)), torch.randint(4, 22, (1, 4))
+    padded_src = torch.cat([src, torch.full((1, 3), PAD_ID)], 1)
+    padded_tgt = torch.cat([tgt, torch.full((1, 2), PAD_ID)], 1)
+    torch.testing.assert_close(model(src, tgt), model(padded_src, padded_tgt)[:, :4])
+
+
+def test_tied_embeddings_share_one_tensor():
+    model = tiny(tie_embeddings=True)
+    assert model.generator.weight is model.tgt_embed.lookup.weight
+
+
+def _reverse_task(n, generator):
+    lengths = torch.randint(3, 7, (n,), generator=generator)
+    rows = [torch.randint(4, 14, (int(l),), generator=generator).tolist() for l in lengths]
+    return rows, [list(reversed(r)) for r in rows]
+
+
+def test_learns_to_reverse_tiny_sequences_and_beam_of_one_equals_greedy():
+    from pipeline.data.translation import pad_batch
+
+    torch.manual_seed(0)
+    model = make_transformer(14, 14, d_model=64, heads=4, layers=2, d_ff=128, dropout=0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(500):
+        sources, targets = _reverse_task(32, generator)
+        src, tgt = pad_batch(sources, bos_eos=False), pad_batch(targets, bos_eos=True)
+        loss = torch.nn.functional.cross_entropy(model(src, tgt[:, :-1]).flatten(0, 1), tgt[:, 1:].flatten(),
+                                                 ignore_index=PAD_ID)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    sources, targets = _reverse_task(16, torch.Generator().manual_seed(99))
+    decoded = greedy_decode(model, pad_batch(sources, bos_eos=False), max_len=10)
+    correct = sum(d == t for d, t in zip(decoded, targets))
+    assert correct >= 14, (correct, decoded[:3], targets[:3])
+    for source in sources[:6]:
+        src = torch.tensor([source])
+        assert beam_search(model, src, beam_size=1, max_len=10, alpha=0.6) == greedy_decode(model, src, 10)[0]
+    assert BOS_ID not in decoded[0] and EOS_ID not in decoded[0]
