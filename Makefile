@@ -1,10 +1,12 @@
-# Every target that produces something names a real file, so Make redoes only what is out of date.
+# Every target that produces something names a real file, so Make redoes only what is out of date:
+# editing a template re-renders the pages without re-evaluating, and nothing retrains unless a run is missing.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
+BIN := $(abspath $(VENV))/bin
+PY := $(BIN)/python
 # Where runs/, site_assets/, docs/ and site/ live; tests point it at a temporary folder.
 ROOT ?= .
 export PIPELINE_ROOT := $(abspath $(ROOT))
@@ -14,10 +16,19 @@ export CIFAR10_ARCHIVE
 PROFILE ?= full
 CLS_ARGS ?=
 MT_ARGS ?=
+MKDOCS_BUILD := mkdocs build --strict -f mkdocs.yml
 
 INSTALLED := $(VENV)/.installed
 CLS_RUN := $(ROOT)/runs/cls/final.json
 MT_RUN := $(ROOT)/runs/mt/final.json
+CLS_EVAL := $(ROOT)/site_assets/cls/metrics.json
+MT_EVAL := $(ROOT)/site_assets/mt/metrics.json
+CLS_FIGURES := $(ROOT)/site_assets/cls/figures.json
+MT_FIGURES := $(ROOT)/site_assets/mt/figures.json
+MANIFEST := $(ROOT)/site_assets/manifest.json
+PAGES := $(ROOT)/docs/generated/home.md
+NOTEBOOKS := $(ROOT)/docs/generated/notebooks/resnet.ipynb
+SITE := $(ROOT)/site/index.html
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -30,17 +41,55 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+report: $(SITE) ## the main job: train what is missing, evaluate, draw figures, render pages, build the site
+
 train: $(CLS_RUN) $(MT_RUN) ## train both models (resumes an interrupted run)
 
 train-cls: $(CLS_RUN) ## train ResNet-18 on CIFAR-10 (PROFILE=smoke for seconds; CLS_ARGS="--epochs 3")
 
 train-mt: $(MT_RUN) ## train the Transformer on toy French->English (MT_ARGS="--epochs 5")
 
-$(CLS_RUN): $(INSTALLED)
+$(CLS_RUN): | $(INSTALLED)
 	$(PY) -m pipeline train cls --resume --profile $(PROFILE) $(CLS_ARGS)
 
-$(MT_RUN): $(INSTALLED)
+$(MT_RUN): | $(INSTALLED)
 	$(PY) -m pipeline train mt --resume --profile $(PROFILE) $(MT_ARGS)
+
+$(CLS_EVAL): $(CLS_RUN)
+	$(PY) -m pipeline evaluate cls
+
+$(MT_EVAL): $(MT_RUN)
+	$(PY) -m pipeline evaluate mt
+
+$(CLS_FIGURES): $(CLS_EVAL) $(wildcard pipeline/figures/*.py)
+	$(PY) -m pipeline figures cls
+
+$(MT_FIGURES): $(MT_EVAL) $(wildcard pipeline/figures/*.py)
+	$(PY) -m pipeline figures mt
+
+figures: $(MANIFEST) ## evaluate both runs and draw every figure into site_assets/ (+ manifest.json)
+
+$(MANIFEST): $(CLS_FIGURES) $(MT_FIGURES)
+	$(PY) -m pipeline manifest
+
+pages: $(PAGES) $(NOTEBOOKS) ## render the templates into docs/generated/ and execute the notebooks
+
+$(PAGES): $(MANIFEST) $(wildcard templates/*.j2) pipeline/report/pages.py
+	$(PY) -m pipeline pages
+
+$(NOTEBOOKS): $(MANIFEST) $(wildcard templates/notebooks/*.py)
+	$(PY) -m pipeline notebooks
+
+site: $(SITE) ## build the static site into site/ with MkDocs (strict)
+
+$(SITE): $(PAGES) $(NOTEBOOKS) mkdocs.yml $(wildcard docs/*.md)
+	cd $(ROOT) && $(BIN)/$(MKDOCS_BUILD)
+
+serve: $(PAGES) $(NOTEBOOKS) ## browse the site at http://127.0.0.1:8000 (mkdocs serve)
+	$(BIN)/mkdocs serve
+
+deploy: $(PAGES) $(NOTEBOOKS) ## publish the site to GitHub Pages (mkdocs gh-deploy --force)
+	$(BIN)/mkdocs gh-deploy --force
 
 bench-cls: $(INSTALLED) ## train the default ResNet run, print its table, time a plain fp32 baseline beside it
 	$(PY) -m pipeline bench cls $(CLS_ARGS)
@@ -51,7 +100,7 @@ bench-mt: $(INSTALLED) ## train the default Transformer run and print its table 
 test: $(INSTALLED) ## run the test suite (fast, CPU, no real data)
 	$(PY) -m pytest -q
 
-clean: ## remove runs, generated assets and the built site (keeps .venv and data)
+clean: ## remove runs and the built site (keeps .venv, data and the committed report)
 	rm -rf $(ROOT)/runs $(ROOT)/site
 
-.PHONY: help setup train train-cls train-mt bench-cls bench-mt test clean
+.PHONY: help setup report train train-cls train-mt figures pages site serve deploy bench-cls bench-mt test clean

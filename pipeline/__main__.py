@@ -1,4 +1,7 @@
-"""Command line: python -m pipeline <stage> [model] [--profile NAME] [--resume] [--key value ...]."""
+"""Command line: python -m pipeline <stage> [model] [--profile NAME] [--resume] [--key value ...]
+
+stages: train MODEL, bench MODEL, evaluate MODEL, figures MODEL, manifest, pages, notebooks
+"""
 
 from __future__ import annotations
 
@@ -8,33 +11,63 @@ import textwrap
 
 from pipeline.config import PipelineError, default_paths, make_config
 
+STAGES = ["train", "bench", "evaluate", "figures", "manifest", "pages", "notebooks"]
+MODEL_STAGES = {"train", "bench", "evaluate", "figures"}
 
-def _train(model: str, profile: str, overrides: list[str], resume: bool) -> None:
-    from pipeline.train.runner import run
 
+def _run(args: argparse.Namespace, overrides: list[str]) -> None:
     paths = default_paths()
-    config = make_config(model, profile, overrides)
-    if model == "cls":
-        from pipeline.train.cls import ClsTask as Task
-    else:
-        from pipeline.train.mt import MtTask as Task
-    run(Task(config, paths), model, paths.run(model), resume=resume)
+    if args.stage == "train":
+        from pipeline.train.runner import run
+
+        config = make_config(args.model, args.profile, overrides)
+        if args.model == "cls":
+            from pipeline.train.cls import ClsTask as Task
+        else:
+            from pipeline.train.mt import MtTask as Task
+        run(Task(config, paths), args.model, paths.run(args.model), resume=args.resume)
+    elif args.stage == "bench":
+        from pipeline.bench import bench
+
+        bench(args.model, args.profile, overrides)
+    elif args.stage == "evaluate":
+        if args.model == "cls":
+            from pipeline.evaluate.cls import evaluate_cls as evaluate
+        else:
+            from pipeline.evaluate.mt import evaluate_mt as evaluate
+        evaluate(paths)
+    elif args.stage == "figures":
+        from pipeline.figures.build import build_figures
+
+        print(f"{len(build_figures(paths, args.model))} {args.model} figures in {paths.site_assets / args.model}")
+    elif args.stage == "manifest":
+        from pipeline.figures.build import write_manifest
+
+        write_manifest(paths)
+    elif args.stage == "pages":
+        from pipeline.report.pages import render_pages
+
+        render_pages(paths)
+    elif args.stage == "notebooks":
+        from pipeline.report.notebooks import execute_notebooks
+
+        execute_notebooks(paths)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
-    parser.add_argument("stage", choices=["train", "bench"])
-    parser.add_argument("model", choices=["cls", "mt"])
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("model", nargs="?", choices=["cls", "mt"])
     parser.add_argument("--profile", default="full", help="full (default) or smoke")
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     args, overrides = parser.parse_known_args(argv)
+    if args.stage in MODEL_STAGES and args.model is None:
+        parser.error(f"{args.stage} needs a model: cls or mt")
+    if overrides and args.stage not in ("train", "bench"):
+        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     try:
-        if args.stage == "train":
-            _train(args.model, args.profile, overrides, args.resume)
-        else:
-            from pipeline.bench import bench
-
-            bench(args.model, args.profile, overrides)
+        _run(args, overrides)
     except PipelineError as e:
         print("\n" + textwrap.fill(f"error: {e}", width=100), file=sys.stderr)
         return 2

@@ -6,9 +6,9 @@ import time
 
 import torch
 
-from pipeline.config import PipelineError, default_paths, make_config
+from pipeline.config import FINAL, METRICS, PipelineError, default_paths, make_config
 from pipeline.io import read_json, read_jsonl
-from pipeline.train.runner import FINAL, METRICS, run
+from pipeline.train.runner import run
 
 BASELINE_STEPS = 30  # timed steps per recipe, after a few warm-up steps
 WARMUP_STEPS = 3
@@ -101,9 +101,9 @@ def _baseline_rates(config, steps: int) -> tuple[float, float]:
 def bench(model: str, profile: str, overrides: list[str]) -> None:
     config, records, final = _train(model, profile, overrides)
     if model == "cls":
-        rows = [[r["epoch"] + 1, r["crop_size"], f"{r['train_s']:.0f}", f"{r['images_per_s']:.1f}",
+        rows = [[r["epoch"] + 1, r["resolution"], f"{r['train_s']:.0f}", f"{r['images_per_s']:.1f}",
                  f"{100 * r.get('val_accuracy', float('nan')):.2f}"] for r in records]
-        print(_table(["epoch", "crop", "wall s", "images/s", "val acc %"], rows))
+        print(_table(["epoch", "pixels", "wall s", "images/s", "val acc %"], rows))
         print(f"test accuracy: {100 * final['test_accuracy']:.2f}% on {final['test_images']} images; "
               f"training wall time {final['train_wall_s'] / 60:.1f} min")
         print(f"\ntiming {BASELINE_STEPS} steps of batch {config.batch_size} at 32x32 for each recipe ...")

@@ -9,6 +9,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The files of a run folder runs/<model>/.
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"  # one JSON line per epoch, appended
+FINAL = "final.json"  # test scores, written once at the end
+CONFIG = "config.json"
+PROVENANCE = "provenance.json"
+
 
 class PipelineError(Exception):
     """A problem the user can fix; the CLI prints it as one paragraph, no traceback."""
@@ -74,8 +81,9 @@ class ClsConfig:
     train_limit: int = 0  # use only this many training images (0 = all); for smoke runs
     test_limit: int = 0  # evaluate only this many test images (0 = all); for smoke runs
     crop_padding: int = 4  # pixels of reflection padding before the random crop
-    low_res: int = 24  # crop side (pixels) during the first low_res_epochs: progressive resizing
+    low_res: int = 24  # side (pixels) the images are scaled to in the first low_res_epochs: progressive resizing
     low_res_epochs: int = 2
+    tta_flip: bool = True  # evaluate on each image and its mirror image, averaging the logits
     channels_last: bool = True
     mixed_precision: bool = True  # bf16 autocast on CPU, fp16 AMP on CUDA
     threads: int = 0  # torch intra-op threads (0 = torch's default)

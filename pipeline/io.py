@@ -64,3 +64,24 @@ def read_jsonl(path: Path) -> list[dict]:
             except json.JSONDecodeError as e:
                 raise PipelineError(f"{path}, line {number}, is not valid JSON ({e}).") from None
     return records
+
+
+def save_arrays(path: Path, **arrays) -> None:
+    """Named numpy arrays in one compressed .npz, written atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def load_arrays(path: Path) -> dict:
+    """The arrays of an .npz written by save_arrays, or a PipelineError naming the file."""
+    import numpy as np
+
+    if not path.is_file():
+        raise PipelineError(f"{path} is missing: run the evaluation stage first (make figures).")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"{path} is not a readable .npz file ({e}); run the evaluation stage again.") from None

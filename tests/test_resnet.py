@@ -24,7 +24,11 @@ def test_last_conv_stage_is_named_for_grad_cam():
     model = make_resnet18()
     stage = model.get_submodule(model.cam_layer)
     seen = {}
-    handle = stage.register_forward_hook(lambda m, i, o: seen.setdefault("shape", o.shape))
+
+    def keep_shape(module, inputs, output):
+        seen["shape"] = output.shape
+
+    handle = stage.register_forward_hook(keep_shape)
     model(torch.randn(1, 3, 32, 32))
     handle.remove()
     assert seen["shape"] == (1, 512, 4, 4)

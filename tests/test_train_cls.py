@@ -11,7 +11,7 @@ from pipeline.train import runner
 from pipeline.train.cls import ClsTask, lr_at
 
 TINY = ["--epochs", "2", "--batch_size", "16", "--val_size", "32", "--train_limit", "64",
-        "--test_limit", "32", "--eval_batch_size", "32", "--low_res_epochs", "1", "--low_res", "24"]
+        "--test_limit", "32", "--eval_batch_size", "32", "--low_res_epochs", "1", "--low_res", "16"]
 
 
 def test_overfits_two_tiny_batches():
@@ -40,7 +40,7 @@ def _metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-DETERMINISTIC = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "crop_size")
+DETERMINISTIC = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "resolution")
 
 
 def test_resume_reproduces_an_uninterrupted_run(cifar_root, monkeypatch):

@@ -21,14 +21,16 @@ def lr_at(step: int, total_steps: int, peak: float, warmup_frac: float) -> float
     return peak * max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
 
-def crop_size_at(epoch: int, config: ClsConfig) -> int:
-    """Progressive resizing: the first epochs see smaller random crops, which cost about half as much."""
+def resolution_at(epoch: int, config: ClsConfig) -> int:
+    """Progressive resizing: the first epochs see whole images scaled down, which cost about half as much."""
     return config.low_res if epoch < config.low_res_epochs else 32
 
 
-def prepare(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """uint8 batch -> normalised float on the device, in the memory format the model runs in."""
+def prepare(images: torch.Tensor, device: torch.device, channels_last: bool, size: int = 32) -> torch.Tensor:
+    """uint8 batch -> normalised float on the device, scaled to size x size, in the model's memory format."""
     x = normalize(images.to(device, non_blocking=True))
+    if size != x.shape[-1]:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -40,7 +42,10 @@ def predict_logits(model: ResNet, images: torch.Tensor, config: ClsConfig, devic
     for start in range(0, len(images), config.eval_batch_size):
         x = prepare(images[start:start + config.eval_batch_size], device, config.channels_last)
         with autocast(device, config.mixed_precision):
-            out.append(model(x).float().cpu())
+            logits = model(x).float()
+            if config.tta_flip:  # average with the mirror image: the flip the model was trained on
+                logits = (logits + model(x.flip(3)).float()) / 2
+        out.append(logits.cpu())
     return torch.cat(out) if out else torch.empty(0, 10)
 
 
@@ -94,14 +99,14 @@ class ClsTask:
         model.train()
         generator = epoch_generator(config.seed, epoch)
         order = torch.randperm(len(self.train_labels), generator=generator)
-        size = crop_size_at(epoch, config)
+        size = resolution_at(epoch, config)
         loss_sum = correct = seen = 0
         t0 = time.perf_counter()
         with progress(self.steps_per_epoch * config.batch_size, f"cls epoch {epoch + 1}", "img") as bar:
             for i in range(self.steps_per_epoch):
                 idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-                images = augment(self.train_images[idx].to(self.device), generator, config.crop_padding, size)
-                x = prepare(images, self.device, config.channels_last)
+                images = augment(self.train_images[idx].to(self.device), generator, config.crop_padding)
+                x = prepare(images, self.device, config.channels_last, size)
                 y = self.train_labels[idx].to(self.device)
                 lr = lr_at(self.step, self.total_steps, config.lr, config.warmup_frac)
                 for group in self.optimizer.param_groups:
@@ -124,7 +129,7 @@ class ClsTask:
             "train_loss": loss_sum / max(seen, 1),
             "train_accuracy": correct / max(seen, 1),
             "lr": lr_at(self.step - 1, self.total_steps, config.lr, config.warmup_frac),
-            "crop_size": size,
+            "resolution": size,
             "images_per_s": seen / seconds,
             "train_s": round(seconds, 2),
         }

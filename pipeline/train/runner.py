@@ -18,15 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.config import REPO, PipelineError
+from pipeline.config import CHECKPOINT, CONFIG, FINAL, METRICS, PROVENANCE, REPO, PipelineError
 from pipeline.io import append_jsonl, atomic_path, read_json, read_jsonl, write_json, write_text
-
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-FINAL = "final.json"
-CONFIG = "config.json"
-PROVENANCE = "provenance.json"
-
 
 def pick_device() -> torch.device:
     """CUDA, then Apple's MPS, then the CPU."""

@@ -1,0 +1,122 @@
+"""Evaluate a ResNet run: test predictions, chosen examples, Grad-CAM maps, metrics.json."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from pipeline.config import CHECKPOINT, FINAL, METRICS, PROVENANCE, Paths, config_from_dict
+from pipeline.data.cifar10 import load_cifar10
+from pipeline.evaluate.gradcam import GradCAM
+from pipeline.evaluate.metrics import confusion_matrix, most_confused, per_class
+from pipeline.io import read_json, read_jsonl, save_arrays, write_json
+from pipeline.models.resnet import BasicBlock, ResNet
+from pipeline.train.cls import build_model, predict_logits, prepare
+from pipeline.train.runner import load_checkpoint, pick_device
+
+GRID = 16  # images per grid of correct / wrong predictions
+CAM_EXAMPLES = 4  # Grad-CAM examples of each kind, correct and wrong
+SEED = 0  # which correct examples are shown
+
+
+def choose_examples(labels: np.ndarray, predictions: np.ndarray, confidence: np.ndarray) -> dict:
+    """A seeded sample of correct predictions and the most confident mistakes."""
+    correct = np.flatnonzero(predictions == labels)
+    wrong = np.flatnonzero(predictions != labels)
+    rng = np.random.default_rng(SEED)
+    chosen_correct = np.sort(rng.choice(correct, size=min(GRID, len(correct)), replace=False))
+    chosen_wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:GRID]
+    return {"correct": chosen_correct, "wrong": chosen_wrong}
+
+
+def architecture(model: ResNet, device: torch.device) -> list[dict]:
+    """Output shape and parameter count of each top-level part, read off one forward pass."""
+    shapes, handles = {}, []
+    for name, module in model.named_children():
+        handles.append(module.register_forward_hook(
+            lambda m, i, o, name=name: shapes.__setitem__(name, list(o.shape[1:]))))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, 32, 32, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    rows = []
+    for name, module in model.named_children():
+        blocks = [m for m in module.modules() if isinstance(m, BasicBlock)]
+        rows.append({
+            "name": name,
+            "output": shapes[name],
+            "parameters": sum(p.numel() for p in module.parameters()),
+            "blocks": len(blocks),
+            "projection": [i for i, b in enumerate(blocks) if not isinstance(b.shortcut, torch.nn.Identity)],
+        })
+    return rows
+
+
+def evaluate_cls(paths: Paths) -> dict:
+    """Read runs/cls, write runs/cls/eval/*.npz and site_assets/cls/metrics.json; return the metrics."""
+    t0 = time.perf_counter()
+    run_dir, out_dir = paths.run("cls"), paths.run("cls") / "eval"
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    config = config_from_dict("cls", checkpoint["config"])
+    device = pick_device()
+    model = build_model(config, device)
+    model.load_state_dict(checkpoint["task"]["model"])
+    classes = checkpoint["task"]["classes"]
+
+    data = load_cifar10(paths.data, strict_counts=config.train_limit == 0 and config.test_limit == 0)
+    limit = config.test_limit or len(data.test_labels)
+    images, labels = data.test_images[:limit], data.test_labels[:limit].numpy()
+
+    logits = predict_logits(model, images, config, device).numpy()
+    probabilities = torch.from_numpy(logits).softmax(1).numpy()
+    predictions, confidence = probabilities.argmax(1), probabilities.max(1)
+    save_arrays(out_dir / "predictions.npz", logits=logits, labels=labels, predictions=predictions)
+
+    chosen = choose_examples(labels, predictions, confidence)
+    save_arrays(out_dir / "examples.npz", **{
+        f"{kind}_{field}": values[idx]
+        for kind, idx in chosen.items()
+        for field, values in (("images", images.numpy()), ("labels", labels), ("predictions", predictions),
+                              ("confidence", confidence), ("index", np.arange(limit)))
+    })
+
+    cam_idx = np.concatenate([chosen["correct"][:CAM_EXAMPLES], chosen["wrong"][:CAM_EXAMPLES]])
+    x = prepare(images[cam_idx], device, config.channels_last)
+    with GradCAM(model, model.cam_layer) as cam:
+        for_predicted = cam(x, torch.from_numpy(predictions[cam_idx]).to(device)).cpu().numpy()
+        for_true = cam(x, torch.from_numpy(labels[cam_idx]).to(device)).cpu().numpy()
+    save_arrays(out_dir / "gradcam.npz", images=images[cam_idx].numpy(), labels=labels[cam_idx],
+                predictions=predictions[cam_idx], confidence=confidence[cam_idx], index=cam_idx,
+                cam_predicted=for_predicted, cam_true=for_true)
+
+    confusion = confusion_matrix(labels, predictions, len(classes))
+    final = read_json(run_dir / FINAL, "test result of the run")
+    provenance = read_json(run_dir / PROVENANCE, "provenance file")
+    epochs = read_jsonl(run_dir / METRICS)
+    metrics = {
+        "model": "ResNet-18",
+        "test_accuracy": float((predictions == labels).mean()),
+        "test_images": int(limit),
+        "mean_confidence_correct": float(confidence[predictions == labels].mean()),
+        "mean_confidence_wrong": float(confidence[predictions != labels].mean()) if (predictions != labels).any() else None,
+        "classes": classes,
+        "confusion": confusion.tolist(),
+        "per_class": per_class(confusion, classes),
+        "most_confused": most_confused(confusion, classes),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "architecture": architecture(model, device),
+        "epochs": len(epochs),
+        "train_wall_s": final["train_wall_s"],
+        "images_per_s": float(np.mean([r["images_per_s"] for r in epochs])),
+        "device": provenance["device"],
+        "device_name": provenance["device_name"],
+        "seed": config.seed,
+        "target_accuracy": 0.80,
+    }
+    metrics["eval_wall_s"] = round(time.perf_counter() - t0, 2)
+    write_json(paths.site_assets / "cls" / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,139 @@
+"""Evaluate a Transformer run: decodes, scores, attention weights and masks, metrics.json."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from pipeline.config import CHECKPOINT, FINAL, METRICS, PROVENANCE, Paths, config_from_dict
+from pipeline.data.translation import (
+    BOS_ID, Vocab, load_pairs, normalize, pad_batch, split_pairs, with_all_references,
+)
+from pipeline.evaluate.bleu import corpus_bleu, corpus_scores, sentence_scores
+from pipeline.evaluate.decode import translate
+from pipeline.io import read_json, read_jsonl, save_arrays, write_json
+from pipeline.models.transformer import Transformer, causal_mask, padding_mask, target_mask
+from pipeline.train.mt import build_model
+from pipeline.train.runner import load_checkpoint, pick_device
+
+ATTENTION_EXAMPLES = 3  # test sentences whose attention is drawn
+MASK_BATCH = 4  # sentences in the batch whose masks are drawn
+LENGTH_BUCKETS = [(1, 3), (4, 5), (6, 7), (8, 9), (10, 99)]  # source length in tokens, inclusive
+SEED = 0
+
+
+def attention_for(model: Transformer, src_ids: list[int], out_ids: list[int]) -> dict[str, np.ndarray]:
+    """Every attention map while the model re-reads its own translation: kind -> (layers, heads, Tq, Tk)."""
+    model.eval()
+    src = torch.tensor([src_ids])
+    tgt_in = torch.tensor([[BOS_ID, *out_ids]])
+    with torch.no_grad():
+        model(src, tgt_in)
+    return {kind: torch.stack([w[0] for w in weights]).float().numpy()
+            for kind, weights in model.attention_weights().items()}
+
+
+def mask_batch(src_rows: list[list[int]], tgt_rows: list[list[int]]) -> dict[str, np.ndarray]:
+    """The masks the model builds for one real batch, as boolean arrays."""
+    src, tgt = pad_batch(src_rows, bos_eos=False), pad_batch(tgt_rows, bos_eos=True)[:, :-1]
+    return {
+        "src": src.numpy(),
+        "tgt": tgt.numpy(),
+        "source_padding": padding_mask(src)[:, 0, 0].numpy(),  # (B, S)
+        "target_padding": padding_mask(tgt)[:, 0, 0].numpy(),  # (B, T)
+        "causal": causal_mask(tgt.size(1))[0, 0].numpy(),  # (T, T)
+        "target": target_mask(tgt)[:, 0].numpy(),  # (B, T, T)
+    }
+
+
+def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[list[str]]) -> list[dict]:
+    rows = []
+    for low, high in LENGTH_BUCKETS:
+        idx = [i for i, s in enumerate(sources) if low <= len(s.split()) <= high]
+        if idx:
+            rows.append({"bucket": f"{low}–{high}" if high < 99 else f"{low}+", "sentences": len(idx),
+                         "bleu": corpus_bleu([hypotheses[i] for i in idx], [references[i] for i in idx])})
+    return rows
+
+
+def evaluate_mt(paths: Paths) -> dict:
+    """Read runs/mt, write runs/mt/eval/* and site_assets/mt/metrics.json; return the metrics."""
+    t0 = time.perf_counter()
+    run_dir, out_dir = paths.run("mt"), paths.run("mt") / "eval"
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    config = config_from_dict("mt", checkpoint["config"])
+    src_vocab, tgt_vocab = Vocab(checkpoint["task"]["src_vocab"]), Vocab(checkpoint["task"]["tgt_vocab"])
+    device = pick_device()
+    model = build_model(config, len(src_vocab), len(tgt_vocab), device)
+    model.load_state_dict(checkpoint["task"]["model"])
+
+    splits = split_pairs(load_pairs(config.corpus, config.corpus_limit), config.val_frac, config.test_frac,
+                         config.seed)
+    sources, references = with_all_references(splits.test)
+    greedy = translate(model, sources, src_vocab, tgt_vocab, config.max_len, device)
+    beam = translate(model, sources, src_vocab, tgt_vocab, config.max_len, device, config.beam_size,
+                     config.length_penalty)
+    decodes = [{"source": s, "references": r, "greedy": g, "beam": b, **sentence_scores(b, r)}
+               for s, r, g, b in zip(sources, references, greedy, beam)]
+    write_json(out_dir / "decodes.json", decodes)
+
+    # Attention is drawn on CPU copies so the arrays do not depend on the device.
+    cpu_model = model.to("cpu")
+    rng = np.random.default_rng(SEED)
+    mid_length = [i for i, s in enumerate(sources) if 5 <= len(s.split()) <= 8] or list(range(len(sources)))
+    chosen = sorted(rng.choice(mid_length, size=min(ATTENTION_EXAMPLES, len(mid_length)), replace=False).tolist())
+    examples, arrays = [], {}
+    for n, i in enumerate(chosen):
+        src_ids = src_vocab.encode(sources[i])
+        out_ids = tgt_vocab.encode(normalize(beam[i]))
+        examples.append({"source_tokens": [src_vocab.itos[t] for t in src_ids],
+                         "target_tokens": ["<bos>", *(tgt_vocab.itos[t] for t in out_ids)],
+                         "source": sources[i], "output": beam[i], "references": references[i]})
+        for kind, weights in attention_for(cpu_model, src_ids, out_ids).items():
+            arrays[f"example{n}_{kind}"] = weights
+    save_arrays(out_dir / "attention.npz", **arrays)
+    write_json(out_dir / "attention.json", examples)
+
+    # A batch of short to long sentences, so the padding differs from row to row.
+    by_length = np.argsort([len(s.split()) for s in sources], kind="stable")
+    batch = by_length[np.linspace(0, len(sources) - 1, min(MASK_BATCH, len(sources))).astype(int)]
+    masks = mask_batch([src_vocab.encode(sources[i]) for i in batch],
+                       [tgt_vocab.encode(references[i][0]) for i in batch])
+    save_arrays(out_dir / "masks.npz", **masks)
+    write_json(out_dir / "mask_tokens.json", {
+        "source": [[src_vocab.itos[t] for t in row] for row in masks["src"].tolist()],
+        "target": [[tgt_vocab.itos[t] for t in row] for row in masks["tgt"].tolist()],
+    })
+
+    scores = corpus_scores(beam, references)
+    final = read_json(run_dir / FINAL, "test result of the run")
+    provenance = read_json(run_dir / PROVENANCE, "provenance file")
+    epochs = read_jsonl(run_dir / METRICS)
+    metrics = {
+        "model": "Transformer",
+        **{f"test_{k}" if not k.endswith("signature") else k: v for k, v in scores.items()},
+        "test_greedy_bleu": corpus_bleu(greedy, references),
+        "exact_match": float(np.mean([b in r for b, r in zip(beam, references)])),
+        "bleu_by_length": bleu_by_length(sources, beam, references),
+        "test_sentences": len(sources),
+        "test_references": sum(len(r) for r in references),
+        "train_pairs": len(splits.train),
+        "src_vocab": len(src_vocab),
+        "tgt_vocab": len(tgt_vocab),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "epochs": len(epochs),
+        "train_wall_s": final["train_wall_s"],
+        "tokens_per_s": float(np.mean([r["tokens_per_s"] for r in epochs])),
+        "beam_size": config.beam_size,
+        "length_penalty": config.length_penalty,
+        "device": provenance["device"],
+        "device_name": provenance["device_name"],
+        "seed": config.seed,
+        "target_bleu": 15.0,
+        "goal_bleu": 25.0,
+    }
+    metrics["eval_wall_s"] = round(time.perf_counter() - t0, 2)
+    write_json(paths.site_assets / "mt" / "metrics.json", metrics)
+    return metrics

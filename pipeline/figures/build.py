@@ -1,0 +1,195 @@
+"""The figures stage: evaluation arrays in runs/<model>/eval -> images in site_assets/<model>/ + manifest."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineError
+from pipeline.evaluate.metrics import normalize_rows
+from pipeline.figures import cls as cls_figures
+from pipeline.figures import mt as mt_figures
+from pipeline.io import load_arrays, read_json, read_jsonl, write_json
+
+FIGURES = "figures.json"
+
+
+def _entry(paths: Paths, file: Path, title: str, caption: str, alt: str, model: str, **extra) -> dict:
+    provenance = read_json(paths.run(model) / PROVENANCE, "provenance file")
+    return {"path": file.relative_to(paths.site_assets).as_posix(), "title": title, "caption": caption,
+            "alt": alt, "model": model, "run": {"git_commit": provenance["git_commit"],
+                                                 "started": provenance["started"]}, **extra}
+
+
+def build_cls(paths: Paths) -> list[dict]:
+    """Every ResNet figure, from runs/cls/eval and site_assets/cls/metrics.json."""
+    out, eval_dir = paths.site_assets / "cls", paths.run("cls") / "eval"
+    metrics = read_json(out / "metrics.json", "ResNet metrics (run `make figures`)")
+    records = read_jsonl(paths.run("cls") / METRICS)
+    classes = metrics["classes"]
+    examples = load_arrays(eval_dir / "examples.npz")
+    cams = load_arrays(eval_dir / "gradcam.npz")
+    entry = lambda file, title, caption, alt, **kw: _entry(paths, file, title, caption, alt, "cls", **kw)  # noqa: E731
+    acc = 100 * metrics["test_accuracy"]
+    figures = [
+        entry(cls_figures.training_curves(records, metrics["test_accuracy"], out / "curves.png"),
+              "Training curves", f"Loss and accuracy per epoch; the dashed line is the test accuracy ({acc:.2f}%).",
+              "Line charts of training and validation loss and accuracy per epoch.", id="cls_curves"),
+        entry(cls_figures.confusion_heatmap(normalize_rows(np.array(metrics["confusion"])), classes,
+                                            out / "confusion.png"),
+              "Normalised confusion matrix", "Each row is one true class; cells give the share predicted as each "
+              "class, so the diagonal is the per-class recall.",
+              "Heatmap of the row-normalised 10 by 10 confusion matrix with class names.", id="cls_confusion"),
+        entry(cls_figures.per_class_bars(metrics["per_class"], out / "per_class.png"),
+              "Per-class precision, recall and F1", "Precision, recall and F1 of each class on the test set.",
+              "Grouped bar chart of precision, recall and F1 for the ten classes.", id="cls_per_class"),
+    ]
+    for kind, title, caption in (
+        ("correct", "Correct predictions", "A seeded random sample of correctly classified test images."),
+        ("wrong", "Wrong predictions", "The most confident mistakes on the test set: true label, prediction, "
+                                       "confidence."),
+    ):
+        file = cls_figures.prediction_grid(examples[f"{kind}_images"], examples[f"{kind}_labels"],
+                                           examples[f"{kind}_predictions"], examples[f"{kind}_confidence"],
+                                           classes, title, out / f"grid_{kind}.png")
+        figures.append(entry(file, title, caption, f"Grid of {len(examples[f'{kind}_images'])} test images "
+                             "with true and predicted labels.", id=f"cls_grid_{kind}"))
+    correct = cams["labels"] == cams["predictions"]
+    for kind, rows in (("correct", correct), ("wrong", ~correct)):
+        if not rows.any():
+            continue
+        file = cls_figures.gradcam_panel(cams["images"][rows], cams["cam_predicted"][rows], cams["cam_true"][rows],
+                                         cams["labels"][rows], cams["predictions"][rows], classes,
+                                         f"Grad-CAM on {kind} predictions", out / f"gradcam_{kind}.png")
+        figures.append(entry(file, f"Grad-CAM, {kind} predictions",
+                             "Image, Grad-CAM heatmap and overlay for the predicted class, then for the true "
+                             "class (layer4, the last convolutional stage).",
+                             f"Rows of test images with Grad-CAM heatmaps for {kind} predictions.",
+                             id=f"cls_gradcam_{kind}"))
+    return figures
+
+
+def _decode_cases(decodes: list[dict], per_case: int = 3) -> list[dict]:
+    """Best, typical and worst sentences by sentence BLEU, ties broken by source text."""
+    ranked = sorted(decodes, key=lambda d: (-d["bleu"], d["source"]))
+    middle = len(ranked) // 2 - per_case // 2
+    chosen = [("best", ranked[:per_case]), ("typical", ranked[middle:middle + per_case]),
+              ("worst", ranked[-per_case:])]
+    return [{"case": case, **d} for case, rows in chosen for d in rows]
+
+
+def build_mt(paths: Paths) -> list[dict]:
+    """Every Transformer figure, from runs/mt/eval and site_assets/mt/metrics.json."""
+    out, eval_dir = paths.site_assets / "mt", paths.run("mt") / "eval"
+    metrics = read_json(out / "metrics.json", "Transformer metrics (run `make figures`)")
+    records = read_jsonl(paths.run("mt") / METRICS)
+    entry = lambda file, title, caption, alt, **kw: _entry(paths, file, title, caption, alt, "mt", **kw)  # noqa: E731
+    figures = [
+        entry(mt_figures.training_curves(records, metrics["test_bleu"], out / "curves.png"),
+              "Training curves", "Training and validation loss per epoch, and validation BLEU (greedy decoding); "
+              "the dashed line is the test BLEU with beam search.",
+              "Line charts of loss and BLEU per epoch.", id="mt_curves"),
+        entry(mt_figures.bleu_by_length(metrics["bleu_by_length"], metrics["test_bleu"], out / "bleu_by_length.png"),
+              "BLEU by source length", "Corpus BLEU of the beam-search outputs, by source length.",
+              "Bar chart of BLEU per source-length bucket.", id="mt_bleu_by_length"),
+    ]
+    decodes = read_json(eval_dir / "decodes.json", "decoded test sentences")
+    cases = _decode_cases(decodes)
+    write_json(out / "decode_table.json", cases)
+    figures.append(entry(mt_figures.decode_table(cases, out / "decode_table.png"), "Decoded outputs",
+                         "Best, typical and worst test sentences by sentence BLEU.",
+                         "Table of French sources, English references and the model's outputs.", id="mt_decodes"))
+
+    masks = load_arrays(eval_dir / "masks.npz")
+    tokens = read_json(eval_dir / "mask_tokens.json", "mask batch tokens")
+    row = int(np.argmin(masks["target_padding"].sum(1)))  # the sentence with the most padding
+    figures.append(entry(mt_figures.masks(masks, tokens["source"], tokens["target"], row, out / "masks.png"),
+                         "Attention masks", "For one real test batch: the source padding mask of every sentence; then, "
+                         "for its shortest target, the padding mask, the causal mask and their combination.",
+                         "Four grids of allowed and masked positions.", id="mt_masks"))
+
+    weights = load_arrays(eval_dir / "attention.npz")
+    attention_examples = read_json(eval_dir / "attention.json", "attention examples")
+    for n, example in enumerate(attention_examples):
+        source, target = example["source_tokens"], example["target_tokens"]
+        for kind in mt_figures.KIND_TITLES:
+            stack = weights[f"example{n}_{kind}"]  # (layers, heads, Tq, Tk)
+            for layer in range(len(stack)):
+                file = mt_figures.attention_grid(stack[layer], kind, layer, source, target,
+                                                 out / f"attention/example{n + 1}_{kind}_layer{layer + 1}.png")
+                figures.append(entry(file, f"{mt_figures.KIND_TITLES[kind].capitalize()}, layer {layer + 1}",
+                                     f"Every head of layer {layer + 1} for “{example['source']}” → "
+                                     f"“{example['output']}”.",
+                                     f"Attention heatmaps of layer {layer + 1}, one per head, tokens on the axes.",
+                                     id=f"mt_attention_{n + 1}_{kind}_{layer + 1}", example=n + 1, kind=kind,
+                                     layer=layer + 1))
+                if n:
+                    continue
+                for head in range(len(stack[layer])):
+                    name = f"attention_{kind}_layer{layer + 1}_head{head + 1}.png"
+                    file = mt_figures.attention_head(stack[layer][head], kind, layer, head, source, target,
+                                                     out / "attention" / name)
+                    figures.append(entry(file, f"{mt_figures.KIND_TITLES[kind].capitalize()}, layer {layer + 1}, "
+                                               f"head {head + 1}", f"“{example['source']}” → “{example['output']}”.",
+                                         "Attention heatmap of one head with tokens on the axes.",
+                                         id=f"mt_head_{kind}_{layer + 1}_{head + 1}", example=1, kind=kind,
+                                         layer=layer + 1, head=head + 1))
+    return figures
+
+
+BUILDERS = {"cls": build_cls, "mt": build_mt}
+
+
+def run_record(paths: Paths, model: str) -> dict:
+    """What the pages need of a run besides its metrics: config, provenance, epochs, final scores."""
+    run_dir = paths.run(model)
+    return {
+        "config": read_json(run_dir / CONFIG, "run config"),
+        "provenance": read_json(run_dir / PROVENANCE, "provenance file"),
+        "epochs": read_jsonl(run_dir / METRICS),
+        "final": read_json(run_dir / FINAL, "test result of the run"),
+    }
+
+
+def build_figures(paths: Paths, model: str) -> list[dict]:
+    """Draw one model's figures; list them in site_assets/<model>/figures.json, with the run's record."""
+    t0 = time.perf_counter()
+    figures = BUILDERS[model](paths)
+    write_json(paths.site_assets / model / FIGURES, figures)
+    record = run_record(paths, model)
+    record["figures_wall_s"] = round(time.perf_counter() - t0, 2)
+    write_json(paths.site_assets / model / "run.json", record)
+    return figures
+
+
+def headline_numbers(paths: Paths) -> list[dict]:
+    """The numbers the home page leads with, each with its target and whether it is met."""
+    cls = read_json(paths.site_assets / "cls" / "metrics.json", "ResNet metrics")
+    mt = read_json(paths.site_assets / "mt" / "metrics.json", "Transformer metrics")
+    return [
+        {"id": "cls_test_accuracy", "label": "ResNet-18 test accuracy", "value": cls["test_accuracy"],
+         "unit": "%", "target": cls["target_accuracy"], "met": cls["test_accuracy"] >= cls["target_accuracy"]},
+        {"id": "mt_test_bleu", "label": "Transformer test BLEU", "value": mt["test_bleu"], "unit": "BLEU",
+         "target": mt["target_bleu"], "goal": mt["goal_bleu"], "met": mt["test_bleu"] >= mt["target_bleu"]},
+        {"id": "mt_test_chrf", "label": "Transformer test chrF", "value": mt["test_chrf"], "unit": "chrF"},
+        {"id": "cls_train_minutes", "label": "ResNet-18 training time", "value": cls["train_wall_s"] / 60,
+         "unit": "min"},
+        {"id": "mt_train_minutes", "label": "Transformer training time", "value": mt["train_wall_s"] / 60,
+         "unit": "min"},
+    ]
+
+
+def write_manifest(paths: Paths) -> dict:
+    """site_assets/manifest.json: every figure of both models and the headline numbers."""
+    figures = []
+    for model in BUILDERS:
+        listed = read_json(paths.site_assets / model / FIGURES, f"{model} figure list")
+        for figure in listed:
+            if not (paths.site_assets / figure["path"]).is_file():
+                raise PipelineError(f"{paths.site_assets / model / FIGURES} lists {figure['path']}, which is missing.")
+        figures.extend(listed)
+    manifest = {"figures": figures, "numbers": headline_numbers(paths)}
+    write_json(paths.manifest, manifest)
+    return manifest

@@ -1,0 +1,45 @@
+"""Notebooks: jupytext sources in templates/notebooks -> executed .ipynb in docs/generated/notebooks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jupytext
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from pipeline.config import REPO, Paths, PipelineError
+from pipeline.io import write_text
+
+SOURCES = REPO / "templates" / "notebooks"
+TIMEOUT_S = 600  # per cell
+
+
+def execute_notebooks(paths: Paths) -> list[Path]:
+    """Execute every notebook against the current run, with PIPELINE_ROOT pointing at it."""
+    out_dir = paths.generated_docs / "notebooks"
+    written = []
+    previous = os.environ.get("PIPELINE_ROOT")
+    os.environ["PIPELINE_ROOT"] = str(paths.root)  # the kernel inherits it
+    try:
+        for source in sorted(SOURCES.glob("*.py")):
+            notebook = jupytext.read(source, fmt="py:percent")
+            notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+            client = NotebookClient(notebook, timeout=TIMEOUT_S, kernel_name="python3",
+                                    resources={"metadata": {"path": str(paths.root)}})
+            try:
+                client.execute()
+            except CellExecutionError as e:
+                raise PipelineError(f"{source} failed when executed against {paths.root}: "
+                                    f"{str(e).strip().splitlines()[-1]}") from None
+            target = out_dir / f"{source.stem}.ipynb"
+            write_text(target, nbformat.writes(notebook))
+            written.append(target)
+    finally:
+        if previous is None:
+            os.environ.pop("PIPELINE_ROOT", None)
+        else:
+            os.environ["PIPELINE_ROOT"] = previous
+    return written

@@ -1,0 +1,103 @@
+"""The pages stage: site_assets (manifest, metrics, run records) -> Jinja templates -> docs/generated/.
+
+Never imports torch: it reads only what the figures stage wrote."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
+
+from pipeline.config import REPO, Paths, PipelineError
+from pipeline.io import read_json, write_text
+
+TEMPLATES = REPO / "templates"
+PAGES = {  # template -> page under docs/generated/
+    "home.md.j2": "home.md",
+    "resnet.md.j2": "resnet.md",
+    "transformer.md.j2": "transformer.md",
+    "insights.md.j2": "insights.md",
+    "reproducibility.md.j2": "reproducibility.md",
+}
+ASSETS_LINK = "assets"  # docs/assets -> ../site_assets
+
+
+def percent(value: float, digits: int = 2) -> str:
+    return f"{100 * value:.{digits}f}%"
+
+
+def number(value: float, digits: int = 2) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(percent=percent, number=number, minutes=minutes)
+    return env
+
+
+def _check_manifest(manifest, path: Path) -> None:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("figures"), list) \
+            or not isinstance(manifest.get("numbers"), list):
+        raise PipelineError(f"{path} should be an object with a 'figures' list and a 'numbers' list; "
+                            "run `make figures` again.")
+    for i, figure in enumerate(manifest["figures"]):
+        missing = {"id", "path", "title", "caption", "alt", "model"} - set(figure)
+        if missing:
+            raise PipelineError(f"{path}: figure {i} lacks {', '.join(sorted(missing))}; run `make figures` again.")
+
+
+def context(paths: Paths) -> dict:
+    """Everything the templates may show, read from site_assets."""
+    manifest = read_json(paths.manifest, "figure manifest (run `make figures`)")
+    _check_manifest(manifest, paths.manifest)
+    models = {}
+    for model in ("cls", "mt"):
+        models[model] = {
+            "metrics": read_json(paths.site_assets / model / "metrics.json", f"{model} metrics"),
+            "run": read_json(paths.site_assets / model / "run.json", f"{model} run record"),
+            "figures": {f["id"]: f for f in manifest["figures"] if f["model"] == model},
+        }
+    models["mt"]["decodes"] = read_json(paths.site_assets / "mt" / "decode_table.json", "decode table")
+    return {"manifest": manifest, "numbers": {n["id"]: n for n in manifest["numbers"]},
+            "cls": models["cls"], "mt": models["mt"], "assets": f"../{ASSETS_LINK}"}
+
+
+def _mirror_handwritten(paths: Paths) -> None:
+    """Outside the repository, give the root the hand-written pages and an mkdocs.yml inheriting ours."""
+    if paths.root == REPO:
+        return
+    for source in (REPO / "docs").rglob("*"):
+        relative = source.relative_to(REPO / "docs")
+        if relative.parts[0] in ("generated", ASSETS_LINK) or source.is_dir():
+            continue
+        target = paths.docs / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    link = paths.docs / ASSETS_LINK
+    if not link.is_symlink():
+        link.symlink_to(Path("..") / "site_assets", target_is_directory=True)
+    write_text(paths.root / "mkdocs.yml", f"INHERIT: {REPO / 'mkdocs.yml'}\n")
+
+
+def render_pages(paths: Paths) -> list[Path]:
+    """Render every template into docs/generated/; returns the pages written."""
+    ctx = context(paths)
+    env = environment()
+    written = []
+    for template, page in PAGES.items():
+        try:
+            text = env.get_template(template).render(ctx)
+        except TemplateError as e:
+            raise PipelineError(f"{TEMPLATES / template}: {type(e).__name__}: {e}") from None
+        target = paths.generated_docs / page
+        write_text(target, text)
+        written.append(target)
+    _mirror_handwritten(paths)
+    return written
