@@ -11,6 +11,8 @@ from typing import Iterator
 
 from pipeline.config import PipelineError
 
+TIMINGS = "timings.json"
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -43,6 +45,14 @@ def read_json(path: Path, what: str = "file"):
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PipelineError(f"{path} is not valid JSON ({e}); delete it and run the stage that writes it again.") from None
+
+
+def record_timing(folder: Path, stage: str, seconds: float) -> None:
+    """Note a stage's wall time in folder/timings.json, the one file of site_assets that changes on a rerun."""
+    path = folder / TIMINGS
+    timings = read_json(path, "timings") if path.is_file() else {}
+    timings[stage] = round(seconds, 2)
+    write_json(path, timings)
 
 
 def append_jsonl(path: Path, record: dict) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pipeline.config import REPO, Paths
 from pipeline.data import cifar10
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -47,3 +51,51 @@ def cifar_root(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("CIFAR10_ARCHIVE", raising=False)
     write_cifar_archive(tmp_path / "data" / cifar10.ARCHIVE_NAME, cifar_members(per_batch=40))
     return tmp_path
+
+
+SUBJECTS = [("je suis", "i am"), ("tu es", "you are"), ("il est", "he is"), ("elle est", "she is"),
+            ("nous sommes", "we are"), ("ils sont", "they are")]
+ADJECTIVES = [("grand", "tall"), ("petit", "small"), ("content", "happy"), ("fatigue", "tired"),
+              ("pret", "ready"), ("malade", "sick"), ("riche", "rich"), ("triste", "sad"),
+              ("fort", "strong"), ("calme", "calm"), ("occupe", "busy"), ("en retard", "late")]
+
+
+def write_tiny_corpus(path: Path) -> Path:
+    """A French<TAB>English file of a few hundred toy sentences: learnable in seconds."""
+    lines = []
+    for fr_subject, en_subject in SUBJECTS:
+        for fr_adj, en_adj in ADJECTIVES:
+            lines.append(f"{fr_subject} {fr_adj} .\t{en_subject} {en_adj} .")
+            lines.append(f"{fr_subject} tres {fr_adj} !\t{en_subject} very {en_adj} !")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def make(target: str, root: Path, *extra: str) -> subprocess.CompletedProcess:
+    corpus = root / "tiny.tsv"
+    return subprocess.run(
+        ["make", target, f"ROOT={root}", "PROFILE=smoke", "CIFAR10_ARCHIVE=", f"VENV={sys.prefix}",
+         f"MT_ARGS=--corpus {corpus}", *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Paths:
+    """`make report` from nothing: synthetic CIFAR-10 archive, tiny corpus, smoke profiles."""
+    root = tmp_path_factory.mktemp("root")
+    write_cifar_archive(root / "data" / "cifar-10-python.tar.gz", cifar_members(per_batch=40))
+    write_tiny_corpus(root / "tiny.tsv")
+    committed = {name: tree_digest(REPO / name) for name in ("site_assets", "docs")}
+    result = make("report", root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name, digest in committed.items():  # the committed report is never written over
+        assert tree_digest(REPO / name) == digest, f"{name}/ changed"
+    return Paths(root)
+
+

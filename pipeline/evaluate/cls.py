@@ -11,7 +11,7 @@ from pipeline.config import CHECKPOINT, FINAL, METRICS, PROVENANCE, Paths, confi
 from pipeline.data.cifar10 import load_cifar10
 from pipeline.evaluate.gradcam import GradCAM
 from pipeline.evaluate.metrics import confusion_matrix, most_confused, per_class
-from pipeline.io import read_json, read_jsonl, save_arrays, write_json
+from pipeline.io import read_json, read_jsonl, record_timing, save_arrays, write_json
 from pipeline.models.resnet import BasicBlock, ResNet
 from pipeline.train.cls import build_model, predict_logits, prepare
 from pipeline.train.runner import load_checkpoint, pick_device
@@ -117,6 +117,6 @@ def evaluate_cls(paths: Paths) -> dict:
         "seed": config.seed,
         "target_accuracy": 0.80,
     }
-    metrics["eval_wall_s"] = round(time.perf_counter() - t0, 2)
     write_json(paths.site_assets / "cls" / "metrics.json", metrics)
+    record_timing(paths.site_assets / "cls", "evaluate_s", time.perf_counter() - t0)
     return metrics

@@ -13,7 +13,7 @@ from pipeline.data.translation import (
 )
 from pipeline.evaluate.bleu import corpus_bleu, corpus_scores, sentence_scores
 from pipeline.evaluate.decode import translate
-from pipeline.io import read_json, read_jsonl, save_arrays, write_json
+from pipeline.io import read_json, read_jsonl, record_timing, save_arrays, write_json
 from pipeline.models.transformer import Transformer, causal_mask, padding_mask, target_mask
 from pipeline.train.mt import build_model
 from pipeline.train.runner import load_checkpoint, pick_device
@@ -134,6 +134,6 @@ def evaluate_mt(paths: Paths) -> dict:
         "target_bleu": 15.0,
         "goal_bleu": 25.0,
     }
-    metrics["eval_wall_s"] = round(time.perf_counter() - t0, 2)
     write_json(paths.site_assets / "mt" / "metrics.json", metrics)
+    record_timing(paths.site_assets / "mt", "evaluate_s", time.perf_counter() - t0)
     return metrics

@@ -11,7 +11,7 @@ from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineE
 from pipeline.evaluate.metrics import normalize_rows
 from pipeline.figures import cls as cls_figures
 from pipeline.figures import mt as mt_figures
-from pipeline.io import load_arrays, read_json, read_jsonl, write_json
+from pipeline.io import load_arrays, read_json, read_jsonl, record_timing, write_json
 
 FIGURES = "figures.json"
 
@@ -158,9 +158,8 @@ def build_figures(paths: Paths, model: str) -> list[dict]:
     t0 = time.perf_counter()
     figures = BUILDERS[model](paths)
     write_json(paths.site_assets / model / FIGURES, figures)
-    record = run_record(paths, model)
-    record["figures_wall_s"] = round(time.perf_counter() - t0, 2)
-    write_json(paths.site_assets / model / "run.json", record)
+    write_json(paths.site_assets / model / "run.json", run_record(paths, model))
+    record_timing(paths.site_assets / model, "figures_s", time.perf_counter() - t0)
     return figures
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 
 from pipeline.config import REPO, Paths, PipelineError
-from pipeline.io import read_json, write_text
+from pipeline.io import TIMINGS, read_json, write_text
 
 TEMPLATES = REPO / "templates"
 PAGES = {  # template -> page under docs/generated/
@@ -62,6 +62,7 @@ def context(paths: Paths) -> dict:
         models[model] = {
             "metrics": read_json(paths.site_assets / model / "metrics.json", f"{model} metrics"),
             "run": read_json(paths.site_assets / model / "run.json", f"{model} run record"),
+            "timings": read_json(paths.site_assets / model / TIMINGS, f"{model} stage timings"),
             "figures": {f["id"]: f for f in manifest["figures"] if f["model"] == model},
         }
     models["mt"]["decodes"] = read_json(paths.site_assets / "mt" / "decode_table.json", "decode table")

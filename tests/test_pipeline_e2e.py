@@ -1,0 +1,189 @@
+"""The whole pipeline on tiny data, from nothing to a built site, in a temporary root."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline.config import REPO, Paths, PipelineError
+from pipeline.evaluate.bleu import corpus_bleu
+from pipeline.io import load_arrays
+from pipeline.report.pages import number, percent
+from tests.conftest import make, tree_digest
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_manifest_figure_is_a_valid_image(built):
+    manifest = json.loads(built.manifest.read_text())
+    assert len(manifest["figures"]) >= 10
+    for figure in manifest["figures"]:
+        path = built.site_assets / figure["path"]
+        assert path.stat().st_size > 0
+        with Image.open(path) as image:
+            image.verify()
+        assert figure["title"] and figure["caption"] and figure["alt"] and figure["run"]["git_commit"]
+    kinds = {f["kind"] for f in manifest["figures"] if "kind" in f}
+    assert kinds == {"encoder_self", "decoder_self", "decoder_source"}
+    assert any(f["path"].endswith("layer1_head1.png") for f in manifest["figures"])
+
+
+def test_classification_metrics_agree_with_predictions(built):
+    metrics = json.loads((built.site_assets / "cls" / "metrics.json").read_text())
+    arrays = load_arrays(built.run("cls") / "eval" / "predictions.npz")
+    labels, predictions = arrays["labels"], arrays["predictions"]
+    assert np.array_equal(predictions, arrays["logits"].argmax(1))
+    confusion = np.array(metrics["confusion"])
+    assert confusion.sum() == len(labels) == metrics["test_images"]
+    rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    assert np.allclose(rows.sum(1)[confusion.sum(1) > 0], 1)
+    counts = np.bincount(labels, minlength=10)
+    recall_weighted = sum(rows[c, c] * counts[c] for c in range(10)) / counts.sum()
+    assert metrics["test_accuracy"] == pytest.approx((predictions == labels).mean())
+    assert metrics["test_accuracy"] == pytest.approx(recall_weighted)
+    assert metrics["parameters"] == 11_173_962
+
+
+def test_translation_bleu_recomputed_from_saved_decodes(built):
+    metrics = json.loads((built.site_assets / "mt" / "metrics.json").read_text())
+    decodes = json.loads((built.run("mt") / "eval" / "decodes.json").read_text())
+    assert len(decodes) == metrics["test_sentences"]
+    bleu = corpus_bleu([d["beam"] for d in decodes], [d["references"] for d in decodes])
+    assert bleu == pytest.approx(metrics["test_bleu"])
+    assert "nrefs" in metrics["bleu_signature"] and "tok:13a" in metrics["bleu_signature"]
+
+
+def test_mask_figure_data_equals_the_masks_the_model_uses(built):
+    import torch
+
+    from pipeline.models import transformer
+
+    masks = load_arrays(built.run("mt") / "eval" / "masks.npz")
+    src, tgt = torch.from_numpy(masks["src"]), torch.from_numpy(masks["tgt"])
+    seen = []
+    real_attention = transformer.attention
+
+    def spy(q, k, v, mask=None, dropout=None):
+        seen.append(mask)
+        return real_attention(q, k, v, mask, dropout)
+
+    model = transformer.make_transformer(50, 50, d_model=16, heads=2, layers=1, d_ff=32, dropout=0.0)
+    transformer.attention = spy
+    try:
+        model(src.clamp(max=49), tgt.clamp(max=49))
+    finally:
+        transformer.attention = real_attention
+    encoder_mask, decoder_self_mask, cross_mask = seen
+    assert np.array_equal(encoder_mask[:, 0, 0].numpy(), masks["source_padding"])
+    assert np.array_equal(decoder_self_mask[:, 0].numpy(), masks["target"])
+    assert np.array_equal(masks["target"], masks["causal"][None] & masks["target_padding"][:, None, :])
+    assert np.array_equal(cross_mask[:, 0, 0].numpy(), masks["source_padding"])
+
+
+def test_rerunning_the_stages_gives_the_same_files(built):
+    before = tree_digest(built.site_assets)
+    for stage in (["evaluate", "cls"], ["evaluate", "mt"], ["figures", "cls"], ["figures", "mt"], ["manifest"]):
+        subprocess.run([sys.executable, "-m", "pipeline", *stage], check=True, capture_output=True,
+                       env={**os.environ, "PIPELINE_ROOT": str(built.root), "CIFAR10_ARCHIVE": ""})
+    after = tree_digest(built.site_assets)
+    changed = sorted(k for k in before if before[k] != after.get(k) and not k.endswith("timings.json"))
+    assert not changed and before.keys() == after.keys()
+
+
+def test_pages_have_no_template_syntax_left(built):
+    for page in built.generated_docs.rglob("*.md"):
+        text = page.read_text()
+        assert "{{" not in text and "{%" not in text, page
+
+
+def test_numbers_on_pages_equal_the_metrics(built):
+    cls = json.loads((built.site_assets / "cls" / "metrics.json").read_text())
+    mt = json.loads((built.site_assets / "mt" / "metrics.json").read_text())
+    home = (built.generated_docs / "home.md").read_text()
+    resnet = (built.generated_docs / "resnet.md").read_text()
+    transformer = (built.generated_docs / "transformer.md").read_text()
+    assert f"**{percent(cls['test_accuracy'])}**" in home
+    assert f"**{number(mt['test_bleu'])}** ± {number(mt['test_bleu_ci95'])}" in home
+    assert f"**{percent(cls['test_accuracy'])}**" in resnet
+    for row in cls["per_class"]:
+        cells = f"| {row['class']} | {percent(row['precision'], 1)} | {percent(row['recall'], 1)} | " \
+                f"{percent(row['f1'], 1)} | {row['support']} |"
+        assert cells in resnet
+    for name in ("bleu", "chrf", "ter"):
+        assert f"`{mt[name + '_signature']}`" in transformer
+    assert f"| TER | {number(mt['test_ter'])} |" in transformer
+    # The built HTML shows the same headline numbers.
+    index = (built.site / "index.html").read_text()
+    assert percent(cls["test_accuracy"]) in index and number(mt["test_bleu"]) in index
+
+
+def test_every_image_in_the_built_site_exists(built):
+    pages = list(built.site.rglob("*.html"))
+    assert len(pages) >= 7
+    referenced = 0
+    for page in pages:
+        for src in re.findall(r'<img[^>]+src="([^"]+)"', page.read_text()):
+            if src.startswith("data:"):
+                continue
+            assert not src.startswith(("http:", "https:", "//")), (page, src)
+            assert (page.parent / src).resolve().is_file(), (page, src)
+            referenced += 1
+    assert referenced >= 10
+
+
+def test_notebooks_are_executed_against_the_run(built):
+    for name in ("resnet", "transformer"):
+        notebook = json.loads((built.generated_docs / "notebooks" / f"{name}.ipynb").read_text())
+        code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+        assert code and all(c["execution_count"] for c in code)
+        assert not any(o.get("output_type") == "error" for c in code for o in c["outputs"])
+
+
+def test_editing_a_template_rerenders_without_reevaluating(built):
+    metrics = built.site_assets / "cls" / "metrics.json"
+    before = metrics.stat().st_mtime_ns
+    dry = make("-n", built.root, "report")  # nothing is out of date after the build
+    assert "pipeline evaluate" not in dry.stdout and "pipeline train" not in dry.stdout
+    template = REPO / "templates" / "insights.md.j2"
+    os.utime(template)  # as if edited
+    dry = make("-n", built.root, "report")
+    assert "pipeline pages" in dry.stdout and "mkdocs build" in dry.stdout
+    assert "pipeline evaluate" not in dry.stdout and "pipeline figures" not in dry.stdout
+    assert metrics.stat().st_mtime_ns == before
+
+
+def test_missing_or_malformed_manifest_names_the_file(built, tmp_path):
+    from pipeline.report.pages import render_pages
+
+    paths = Paths(tmp_path)
+    with pytest.raises(PipelineError, match=re.escape(str(paths.manifest))):
+        render_pages(paths)
+    paths.manifest.parent.mkdir(parents=True)
+    paths.manifest.write_text("{not json")
+    with pytest.raises(PipelineError, match=re.escape(str(paths.manifest)) + ".*not valid JSON"):
+        render_pages(paths)
+    paths.manifest.write_text(json.dumps({"figures": {}}))
+    with pytest.raises(PipelineError, match="'figures' list"):
+        render_pages(paths)
+
+
+def test_missing_run_says_how_to_make_it(tmp_path):
+    from pipeline.evaluate.cls import evaluate_cls
+
+    with pytest.raises(PipelineError, match="train the model first"):
+        evaluate_cls(Paths(tmp_path))
+
+
+def test_workflow_builds_with_the_command_make_site_runs():
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "site.yml").read_text())
+    runs = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    build = [r for r in runs if "mkdocs build" in r]
+    dry = subprocess.run(["make", "-n", "-B", "site", "ROOT=/nonexistent"], cwd=REPO, capture_output=True, text=True)
+    assert len(build) == 1 and build[0].strip() in dry.stdout
+    assert any("deploy-pages" in str(step.get("uses", "")) for job in workflow["jobs"].values() for step in job["steps"])
