@@ -102,13 +102,13 @@ class MtConfig:
     d_model: int = 256
     heads: int = 4
     layers: int = 3  # encoder layers = decoder layers
-    d_ff: int = 1024
+    d_ff: int = 512
     dropout: float = 0.1
     tie_embeddings: bool = True  # share target embedding and generator weights
-    epochs: int = 20
-    tokens_per_batch: int = 4096  # source + target tokens per batch, padding included
+    epochs: int = 16
+    tokens_per_batch: int = 2048  # source + target tokens per batch, padding included
     lr: float = 1e-3  # peak learning rate after warm-up
-    warmup_steps: int = 300
+    warmup_steps: int = 100  # optimiser steps; an epoch of the toy task is about 90
     label_smoothing: float = 0.1
     clip_norm: float = 1.0
     max_len: int = 32  # longest decoded output, in tokens
