@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -69,7 +70,7 @@ def _baseline_rates(config, steps: int) -> tuple[float, float]:
     loader = torch.utils.data.DataLoader(PilDataset(), batch_size=config.batch_size, shuffle=True, num_workers=2,
                                          drop_last=True, persistent_workers=True)
     batches = iter(loader)
-    plain = build_model(type(config)(**{**config.__dict__, "channels_last": False}), device)
+    plain = build_model(dataclasses.replace(config, channels_last=False), device)
     plain_opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
     def plain_step():
