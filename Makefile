@@ -13,6 +13,7 @@ export PIPELINE_ROOT := $(abspath $(ROOT))
 # A local CIFAR-10 archive; by default the copy beside this checkout, if there is one.
 CIFAR10_ARCHIVE ?= $(wildcard $(abspath ../shared/data/cifar-10-python.tar.gz))
 export CIFAR10_ARCHIVE
+export NO_MKDOCS_2_WARNING := 1
 PROFILE ?= full
 CLS_ARGS ?=
 MT_ARGS ?=
