@@ -30,6 +30,10 @@ MANIFEST := $(ROOT)/site_assets/manifest.json
 PAGES := $(ROOT)/docs/generated/home.md
 NOTEBOOKS := $(ROOT)/docs/generated/notebooks/resnet.ipynb
 SITE := $(ROOT)/site/index.html
+# Material's offline plugin would load this Web Worker shim (search from file://) from a CDN; we take it
+# from the npm registry at build time instead, so the site makes no request to another host.
+SHIM_VERSION := 1.0.4
+SHIM := docs/javascripts/iframe-worker/shim.js
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -75,7 +79,13 @@ $(MANIFEST): $(CLS_FIGURES) $(MT_FIGURES)
 
 pages: $(PAGES) $(NOTEBOOKS) ## render the templates into docs/generated/ and execute the notebooks
 
-$(PAGES): $(MANIFEST) $(wildcard templates/*.j2) pipeline/report/pages.py
+$(SHIM):
+	mkdir -p $(@D)
+	cd $(@D) && npm pack --silent iframe-worker@$(SHIM_VERSION) >/dev/null \
+		&& tar -xzf iframe-worker-$(SHIM_VERSION).tgz --strip-components=2 package/shim/index.js \
+		&& mv index.js shim.js && rm iframe-worker-$(SHIM_VERSION).tgz
+
+$(PAGES): $(MANIFEST) $(wildcard templates/*.j2) pipeline/report/pages.py $(SHIM)
 	$(PY) -m pipeline pages
 
 $(NOTEBOOKS): $(MANIFEST) $(wildcard templates/notebooks/*.py)
@@ -86,10 +96,10 @@ site: $(SITE) ## build the static site into site/ with MkDocs (strict)
 $(SITE): $(PAGES) $(NOTEBOOKS) mkdocs.yml $(wildcard docs/*.md)
 	cd $(ROOT) && $(BIN)/$(MKDOCS_BUILD)
 
-serve: $(PAGES) $(NOTEBOOKS) ## browse the site at http://127.0.0.1:8000 (mkdocs serve)
+serve: $(PAGES) $(NOTEBOOKS) $(SHIM) ## browse the site at http://127.0.0.1:8000 (mkdocs serve)
 	$(BIN)/mkdocs serve
 
-deploy: $(PAGES) $(NOTEBOOKS) ## publish the site to GitHub Pages (mkdocs gh-deploy --force)
+deploy: $(PAGES) $(NOTEBOOKS) $(SHIM) ## publish the site to GitHub Pages (mkdocs gh-deploy --force)
 	$(BIN)/mkdocs gh-deploy --force
 
 bench-cls: $(INSTALLED) ## train the default ResNet run, print its table, time a plain fp32 baseline beside it

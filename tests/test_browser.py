@@ -94,8 +94,8 @@ def test_theme_toggle_switches_to_dark_and_back(browser, server):
 def test_search_finds_a_page(browser, server):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{server}/index.html")
-    page.locator("label[for=__search]").first.click()
-    page.locator("input.md-search__input").fill("Grad-CAM")
+    page.locator("input.md-search__input").click()
+    page.keyboard.type("Grad-CAM", delay=50)  # Material searches on key events, not on a bare value change
     page.wait_for_selector(".md-search-result__item", timeout=20_000)
     assert page.locator(".md-search-result__item").count() > 0
     page.close()

@@ -68,7 +68,7 @@ def evaluate_cls(paths: Paths) -> dict:
     classes = checkpoint["task"]["classes"]
 
     data = load_cifar10(paths.data, strict_counts=config.train_limit == 0 and config.test_limit == 0)
-    limit = config.test_limit or len(data.test_labels)
+    limit = min(config.test_limit or len(data.test_labels), len(data.test_labels))
     images, labels = data.test_images[:limit], data.test_labels[:limit].numpy()
 
     logits = predict_logits(model, images, config, device).numpy()
