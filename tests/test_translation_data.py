@@ -39,6 +39,8 @@ def test_toy_subset_has_the_classic_size_and_no_leaks():
     assert not test_sources & {s for s, _ in splits.train}
     sources, references = with_all_references(splits.test)
     assert len(sources) == len(test_sources) and sum(map(len, references)) == len(splits.test)
+    # References read like the model's detokenised outputs: punctuation attached, as in ordinary text.
+    assert all(" ." not in r and " !" not in r and " ?" not in r for refs in references for r in refs)
 
 
 def test_vocab_min_freq_and_specials():

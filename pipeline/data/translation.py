@@ -139,10 +139,11 @@ def split_pairs(pairs: list[tuple[str, str]], val_frac: float, test_frac: float,
 
 
 def with_all_references(pairs: list[tuple[str, str]]) -> tuple[list[str], list[list[str]]]:
-    """Unique sources in first-seen order, each with every target it has in `pairs`."""
+    """Unique sources in first-seen order, each with every target it has in `pairs`, detokenised
+    like the model's outputs so that sacrebleu compares ordinary text with ordinary text."""
     references: dict[str, list[str]] = {}
     for src, tgt in pairs:
-        references.setdefault(src, []).append(tgt)
+        references.setdefault(src, []).append(detokenize(tgt.split()))
     return list(references), list(references.values())
 
 

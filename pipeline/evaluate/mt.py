@@ -100,7 +100,7 @@ def evaluate_mt(paths: Paths) -> dict:
     by_length = np.argsort([len(s.split()) for s in sources], kind="stable")
     batch = by_length[np.linspace(0, len(sources) - 1, min(MASK_BATCH, len(sources))).astype(int)]
     masks = mask_batch([src_vocab.encode(sources[i]) for i in batch],
-                       [tgt_vocab.encode(references[i][0]) for i in batch])
+                       [tgt_vocab.encode(normalize(references[i][0])) for i in batch])
     save_arrays(out_dir / "masks.npz", **masks)
     write_json(out_dir / "mask_tokens.json", {
         "source": [[src_vocab.itos[t] for t in row] for row in masks["src"].tolist()],
