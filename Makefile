@@ -36,7 +36,7 @@ SHIM_VERSION := 1.0.4
 SHIM := docs/javascripts/iframe-worker/shim.js
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 setup: $(INSTALLED) ## create .venv and install the project with its dependencies
 
@@ -79,6 +79,8 @@ $(MANIFEST): $(CLS_FIGURES) $(MT_FIGURES)
 
 pages: $(PAGES) $(NOTEBOOKS) ## render the templates into docs/generated/ and execute the notebooks
 
+offline-search: $(SHIM) ## fetch the search shim from npm (search from file://; make site does it too)
+
 $(SHIM):
 	mkdir -p $(@D)
 	cd $(@D) && npm pack --silent iframe-worker@$(SHIM_VERSION) >/dev/null \
@@ -114,4 +116,4 @@ test: $(INSTALLED) ## run the test suite (fast, CPU, no real data)
 clean: ## remove runs and the built site (keeps .venv, data and the committed report)
 	rm -rf $(ROOT)/runs $(ROOT)/site
 
-.PHONY: help setup report train train-cls train-mt figures pages site serve deploy bench-cls bench-mt test clean
+.PHONY: help setup report train train-cls train-mt figures pages offline-search site serve deploy bench-cls bench-mt test clean

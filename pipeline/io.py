@@ -65,7 +65,7 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
-        raise PipelineError(f"{path} is missing: train the model first.")
+        raise PipelineError(f"{path} is missing: train the model first (make train-{path.parent.name}).")
     records = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():

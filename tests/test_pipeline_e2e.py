@@ -176,7 +176,8 @@ def test_missing_or_malformed_manifest_names_the_file(built, tmp_path):
 def test_missing_run_says_how_to_make_it(tmp_path):
     from pipeline.evaluate.cls import evaluate_cls
 
-    with pytest.raises(PipelineError, match="train the model first"):
+    expected = r"runs/cls/checkpoint.pt is missing: train the model first \(make train-cls\)"
+    with pytest.raises(PipelineError, match=expected):
         evaluate_cls(Paths(tmp_path))
 
 

@@ -65,7 +65,7 @@ def test_tied_embeddings_share_one_tensor():
 
 def _reverse_task(n, generator):
     lengths = torch.randint(3, 7, (n,), generator=generator)
-    rows = [torch.randint(4, 14, (int(l),), generator=generator).tolist() for l in lengths]
+    rows = [torch.randint(4, 14, (int(n),), generator=generator).tolist() for n in lengths]
     return rows, [list(reversed(r)) for r in rows]
 
 

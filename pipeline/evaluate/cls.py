@@ -7,11 +7,12 @@ import time
 import numpy as np
 import torch
 
-from pipeline.config import CHECKPOINT, FINAL, METRICS, PROVENANCE, Paths, config_from_dict
+from pipeline.config import CHECKPOINT, Paths, config_from_dict
 from pipeline.data.cifar10 import load_cifar10
+from pipeline.evaluate import run_summary
 from pipeline.evaluate.gradcam import GradCAM
 from pipeline.evaluate.metrics import confusion_matrix, most_confused, per_class
-from pipeline.io import read_json, read_jsonl, record_timing, save_arrays, write_json
+from pipeline.io import record_timing, save_arrays, write_json
 from pipeline.models.resnet import BasicBlock, ResNet
 from pipeline.train.cls import build_model, predict_logits, prepare
 from pipeline.train.runner import load_checkpoint, pick_device
@@ -94,9 +95,6 @@ def evaluate_cls(paths: Paths) -> dict:
                 cam_predicted=for_predicted, cam_true=for_true)
 
     confusion = confusion_matrix(labels, predictions, len(classes))
-    final = read_json(run_dir / FINAL, "test result of the run")
-    provenance = read_json(run_dir / PROVENANCE, "provenance file")
-    epochs = read_jsonl(run_dir / METRICS)
     metrics = {
         "model": "ResNet-18",
         "test_accuracy": float((predictions == labels).mean()),
@@ -109,12 +107,7 @@ def evaluate_cls(paths: Paths) -> dict:
         "most_confused": most_confused(confusion, classes),
         "parameters": sum(p.numel() for p in model.parameters()),
         "architecture": architecture(model, device),
-        "epochs": len(epochs),
-        "train_wall_s": final["train_wall_s"],
-        "images_per_s": float(np.mean([r["images_per_s"] for r in epochs])),
-        "device": provenance["device"],
-        "device_name": provenance["device_name"],
-        "seed": config.seed,
+        **run_summary(run_dir, "images_per_s"),
         "target_accuracy": 0.80,
     }
     write_json(paths.site_assets / "cls" / "metrics.json", metrics)

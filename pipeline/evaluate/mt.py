@@ -7,13 +7,14 @@ import time
 import numpy as np
 import torch
 
-from pipeline.config import CHECKPOINT, FINAL, METRICS, PROVENANCE, Paths, config_from_dict
+from pipeline.config import CHECKPOINT, Paths, config_from_dict
 from pipeline.data.translation import (
     BOS_ID, Vocab, load_pairs, normalize, pad_batch, split_pairs, with_all_references,
 )
+from pipeline.evaluate import run_summary
 from pipeline.evaluate.bleu import corpus_bleu, corpus_scores, sentence_scores
 from pipeline.evaluate.decode import translate
-from pipeline.io import read_json, read_jsonl, record_timing, save_arrays, write_json
+from pipeline.io import record_timing, save_arrays, write_json
 from pipeline.models.transformer import Transformer, causal_mask, padding_mask, target_mask
 from pipeline.train.mt import build_model
 from pipeline.train.runner import load_checkpoint, pick_device
@@ -108,9 +109,6 @@ def evaluate_mt(paths: Paths) -> dict:
     })
 
     scores = corpus_scores(beam, references)
-    final = read_json(run_dir / FINAL, "test result of the run")
-    provenance = read_json(run_dir / PROVENANCE, "provenance file")
-    epochs = read_jsonl(run_dir / METRICS)
     metrics = {
         "model": "Transformer",
         **{f"test_{k}" if not k.endswith("signature") else k: v for k, v in scores.items()},
@@ -123,14 +121,9 @@ def evaluate_mt(paths: Paths) -> dict:
         "src_vocab": len(src_vocab),
         "tgt_vocab": len(tgt_vocab),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "epochs": len(epochs),
-        "train_wall_s": final["train_wall_s"],
-        "tokens_per_s": float(np.mean([r["tokens_per_s"] for r in epochs])),
         "beam_size": config.beam_size,
         "length_penalty": config.length_penalty,
-        "device": provenance["device"],
-        "device_name": provenance["device_name"],
-        "seed": config.seed,
+        **run_summary(run_dir, "tokens_per_s"),
         "target_bleu": 15.0,
         "goal_bleu": 25.0,
     }

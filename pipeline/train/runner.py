@@ -118,7 +118,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """A checkpoint written by `run`, or a PipelineError naming the file."""
     if not path.is_file():
-        raise PipelineError(f"{path} is missing: train the model first.")
+        raise PipelineError(f"{path} is missing: train the model first (make train-{path.parent.name}).")
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:

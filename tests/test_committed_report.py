@@ -1,0 +1,42 @@
+"""The committed report (site_assets/ and docs/generated/) is consistent with itself and with the templates."""
+
+import json
+
+from PIL import Image
+
+from pipeline.config import REPO, Paths
+from pipeline.report.pages import PAGES, context, environment, number, percent
+
+COMMITTED = Paths(REPO)
+
+
+def test_every_manifest_entry_exists_and_is_an_image():
+    manifest = json.loads(COMMITTED.manifest.read_text())
+    assert manifest["figures"]
+    for figure in manifest["figures"]:
+        with Image.open(COMMITTED.site_assets / figure["path"]) as image:
+            image.verify()
+
+
+def test_committed_runs_meet_their_targets():
+    numbers = {n["id"]: n for n in json.loads(COMMITTED.manifest.read_text())["numbers"]}
+    assert numbers["cls_test_accuracy"]["met"] and numbers["cls_test_accuracy"]["value"] >= 0.80
+    assert numbers["mt_test_bleu"]["met"] and numbers["mt_test_bleu"]["value"] >= 15
+
+
+def test_headline_numbers_on_committed_pages_equal_committed_metrics():
+    cls = json.loads((COMMITTED.site_assets / "cls" / "metrics.json").read_text())
+    mt = json.loads((COMMITTED.site_assets / "mt" / "metrics.json").read_text())
+    home = (COMMITTED.generated_docs / "home.md").read_text()
+    assert f"**{percent(cls['test_accuracy'])}**" in home
+    assert f"**{number(mt['test_bleu'])}** ± {number(mt['test_bleu_ci95'])}" in home
+    transformer = (COMMITTED.generated_docs / "transformer.md").read_text()
+    assert f"`{mt['bleu_signature']}`" in transformer
+
+
+def test_committed_pages_are_what_the_templates_render_now():
+    """A template or metrics change without `make report` and a commit would leave the site stale."""
+    ctx, env = context(COMMITTED), environment()
+    for template, page in PAGES.items():
+        committed = (COMMITTED.generated_docs / page).read_text()
+        assert env.get_template(template).render(ctx) == committed, f"docs/generated/{page} is stale"
