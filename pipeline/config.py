@@ -69,7 +69,7 @@ class ClsConfig:
     """ResNet-18 on CIFAR-10."""
 
     seed: int = 0
-    epochs: int = 4
+    epochs: int = 5
     batch_size: int = 128  # images per optimiser step
     eval_batch_size: int = 500
     lr: float = 0.15  # peak learning rate of the one-cycle schedule
@@ -81,8 +81,8 @@ class ClsConfig:
     train_limit: int = 0  # use only this many training images (0 = all); for smoke runs
     test_limit: int = 0  # evaluate only this many test images (0 = all); for smoke runs
     crop_padding: int = 4  # pixels of reflection padding before the random crop
-    low_res: int = 24  # side (pixels) the images are scaled to in the first low_res_epochs: progressive resizing
-    low_res_epochs: int = 2
+    low_res: int = 20  # side (pixels) the images are scaled to in the first low_res_epochs: progressive resizing
+    low_res_epochs: int = 3
     tta_flip: bool = True  # evaluate on each image and its mirror image, averaging the logits
     channels_last: bool = True
     mixed_precision: bool = True  # bf16 autocast on CPU, fp16 AMP on CUDA
