@@ -14,11 +14,7 @@ import torch
 
 from pipeline.config import PipelineError
 
-CORPUS = Path(__file__).parent / "corpus" / "fra-eng.txt.gz"  # lines "English<TAB>French"
-ATTRIBUTION = (
-    "English–French sentence pairs from the Tatoeba Project (https://tatoeba.org), contributed by "
-    "Tatoeba users, licensed CC BY 2.0 FR; pairs exported by manythings.org/anki (2019-04-07 export)."
-)
+CORPUS = Path(__file__).parent / "corpus" / "fra-eng.txt.gz"  # lines "English<TAB>French"; see NOTICE
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = [PAD, BOS, EOS, UNK]
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
