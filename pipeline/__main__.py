@@ -18,14 +18,9 @@ MODEL_STAGES = {"train", "bench", "evaluate", "figures"}
 def _run(args: argparse.Namespace, overrides: list[str]) -> None:
     paths = default_paths()
     if args.stage == "train":
-        from pipeline.train.runner import run
+        from pipeline.train import train
 
-        config = make_config(args.model, args.profile, overrides)
-        if args.model == "cls":
-            from pipeline.train.cls import ClsTask as Task
-        else:
-            from pipeline.train.mt import MtTask as Task
-        run(Task(config, paths), args.model, paths.run(args.model), resume=args.resume)
+        train(args.model, make_config(args.model, args.profile, overrides), paths, resume=args.resume)
     elif args.stage == "bench":
         from pipeline.bench import bench
 

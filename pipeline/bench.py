@@ -9,7 +9,7 @@ import torch
 
 from pipeline.config import FINAL, METRICS, PipelineError, default_paths, make_config
 from pipeline.io import read_json, read_jsonl
-from pipeline.train.runner import run
+from pipeline.train import train
 
 BASELINE_STEPS = 30  # timed steps per recipe, after a few warm-up steps
 WARMUP_STEPS = 3
@@ -21,12 +21,8 @@ def _train(model: str, profile: str, overrides: list[str]):
     run_dir = paths.run(model)
     if (run_dir / FINAL).exists():
         print(f"{run_dir} already holds a finished run; its numbers follow (delete it to train again).")
-        return config, read_jsonl(run_dir / METRICS), read_json(run_dir / FINAL)
-    if model == "cls":
-        from pipeline.train.cls import ClsTask as Task
     else:
-        from pipeline.train.mt import MtTask as Task
-    run(Task(config, paths), model, run_dir, resume=True)
+        train(model, config, paths, resume=True)
     return config, read_jsonl(run_dir / METRICS), read_json(run_dir / FINAL)
 
 

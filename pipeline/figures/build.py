@@ -16,11 +16,16 @@ from pipeline.io import load_arrays, read_json, read_jsonl, record_timing, write
 FIGURES = "figures.json"
 
 
-def _entry(paths: Paths, file: Path, title: str, caption: str, alt: str, model: str, **extra) -> dict:
+def entry_maker(paths: Paths, model: str):
+    """A function that describes one figure file of `model` for the manifest, run provenance included."""
     provenance = read_json(paths.run(model) / PROVENANCE, "provenance file")
-    return {"path": file.relative_to(paths.site_assets).as_posix(), "title": title, "caption": caption,
-            "alt": alt, "model": model, "run": {"git_commit": provenance["git_commit"],
-                                                 "started": provenance["started"]}, **extra}
+    run = {"git_commit": provenance["git_commit"], "started": provenance["started"]}
+
+    def entry(file: Path, title: str, caption: str, alt: str, **extra) -> dict:
+        return {"path": file.relative_to(paths.site_assets).as_posix(), "title": title, "caption": caption,
+                "alt": alt, "model": model, "run": run, **extra}
+
+    return entry
 
 
 def build_cls(paths: Paths) -> list[dict]:
@@ -31,7 +36,7 @@ def build_cls(paths: Paths) -> list[dict]:
     classes = metrics["classes"]
     examples = load_arrays(eval_dir / "examples.npz")
     cams = load_arrays(eval_dir / "gradcam.npz")
-    entry = lambda file, title, caption, alt, **kw: _entry(paths, file, title, caption, alt, "cls", **kw)  # noqa: E731
+    entry = entry_maker(paths, "cls")
     acc = 100 * metrics["test_accuracy"]
     figures = [
         entry(cls_figures.training_curves(records, metrics["test_accuracy"], out / "curves.png"),
@@ -85,7 +90,7 @@ def build_mt(paths: Paths) -> list[dict]:
     out, eval_dir = paths.site_assets / "mt", paths.run("mt") / "eval"
     metrics = read_json(out / "metrics.json", "Transformer metrics (run `make figures`)")
     records = read_jsonl(paths.run("mt") / METRICS)
-    entry = lambda file, title, caption, alt, **kw: _entry(paths, file, title, caption, alt, "mt", **kw)  # noqa: E731
+    entry = entry_maker(paths, "mt")
     figures = [
         entry(mt_figures.training_curves(records, metrics["test_bleu"], out / "curves.png"),
               "Training curves", "Training and validation loss per epoch, and validation BLEU (greedy decoding); "
