@@ -4,8 +4,11 @@
 SHELL := /bin/bash
 
 PYTHON ?= python3
-VENV ?= .venv
-BIN := $(abspath $(VENV))/bin
+# Make installs into this project's own .venv and nowhere else.
+override VENV := .venv
+# Tools come from .venv/bin; BIN=/other/bin runs them from an environment that is already set up, and
+# then nothing is installed (the tests run the pipeline from the environment pytest runs in).
+BIN ?= $(abspath $(VENV))/bin
 PY := $(BIN)/python
 # Where runs/, site_assets/, docs/ and site/ live; tests point it at a temporary folder.
 ROOT ?= .
@@ -20,8 +23,9 @@ MT_ARGS ?=
 MKDOCS_BUILD := mkdocs build --strict -f mkdocs.yml
 
 INSTALLED := $(VENV)/.installed
-CLS_RUN := $(ROOT)/runs/cls/final.json
-MT_RUN := $(ROOT)/runs/mt/final.json
+SETUP := $(if $(filter $(abspath $(VENV))/bin,$(BIN)),$(INSTALLED))
+CLS_RUN := $(ROOT)/runs/cls/main/final.json
+MT_RUN := $(ROOT)/runs/mt/main/final.json
 CLS_EVAL := $(ROOT)/site_assets/cls/metrics.json
 MT_EVAL := $(ROOT)/site_assets/mt/metrics.json
 CLS_FIGURES := $(ROOT)/site_assets/cls/figures.json
@@ -41,9 +45,9 @@ help: ## list the targets
 setup: $(INSTALLED) ## create .venv and install the project with its dependencies
 
 $(INSTALLED): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[site,dev]'
 	touch $@
 
 report: $(SITE) ## the main job: train what is missing, evaluate, draw figures, render pages, build the site
@@ -54,10 +58,10 @@ train-cls: $(CLS_RUN) ## train ResNet-18 on CIFAR-10 (PROFILE=smoke for seconds;
 
 train-mt: $(MT_RUN) ## train the Transformer on toy French->English (MT_ARGS="--epochs 5")
 
-$(CLS_RUN): | $(INSTALLED)
+$(CLS_RUN): | $(SETUP)
 	$(PY) -m pipeline train cls --resume --profile $(PROFILE) $(CLS_ARGS)
 
-$(MT_RUN): | $(INSTALLED)
+$(MT_RUN): | $(SETUP)
 	$(PY) -m pipeline train mt --resume --profile $(PROFILE) $(MT_ARGS)
 
 $(CLS_EVAL): $(CLS_RUN)
@@ -79,18 +83,22 @@ $(MANIFEST): $(CLS_FIGURES) $(MT_FIGURES)
 
 pages: $(PAGES) $(NOTEBOOKS) ## render the templates into docs/generated/ and execute the notebooks
 
-offline-search: $(SHIM) ## fetch the search shim from npm (search from file://; make site does it too)
+offline-search: ## fetch Material's search shim from npm, so search works from file:// too (needs npm)
+	$(MAKE) --no-print-directory $(SHIM) NPM_REQUIRED=1
 
+# Optional: without npm the site builds and searches when served; this line says how to get the rest.
 $(SHIM):
-	mkdir -p $(@D)
-	cd $(@D) && npm pack --silent iframe-worker@$(SHIM_VERSION) >/dev/null \
+	@if command -v npm >/dev/null 2>&1; then \
+		mkdir -p $(@D) && cd $(@D) && npm pack --silent iframe-worker@$(SHIM_VERSION) >/dev/null \
 		&& tar -xzf iframe-worker-$(SHIM_VERSION).tgz --strip-components=2 package/shim/index.js \
-		&& mv index.js shim.js && rm iframe-worker-$(SHIM_VERSION).tgz
+		&& mv index.js shim.js && rm iframe-worker-$(SHIM_VERSION).tgz; \
+	elif [ -n "$(NPM_REQUIRED)" ]; then echo "npm is not installed: install Node.js and npm, then run make offline-search." >&2; exit 1; \
+	else echo "note: no npm, so no search from file:// (search works under make serve); install npm, then make offline-search."; fi
 
-$(PAGES): $(MANIFEST) $(wildcard templates/*.j2) pipeline/report/pages.py $(SHIM)
+$(PAGES): $(MANIFEST) $(wildcard pipeline/templates/*.j2) pipeline/report/pages.py | $(SHIM)
 	$(PY) -m pipeline pages
 
-$(NOTEBOOKS): $(MANIFEST) $(wildcard templates/notebooks/*.py)
+$(NOTEBOOKS): $(MANIFEST) $(wildcard pipeline/templates/notebooks/*.py)
 	$(PY) -m pipeline notebooks
 
 site: $(SITE) ## build the static site into site/ with MkDocs (strict)
@@ -98,19 +106,19 @@ site: $(SITE) ## build the static site into site/ with MkDocs (strict)
 $(SITE): $(PAGES) $(NOTEBOOKS) mkdocs.yml $(wildcard docs/*.md)
 	cd $(ROOT) && $(BIN)/$(MKDOCS_BUILD)
 
-serve: $(PAGES) $(NOTEBOOKS) $(SHIM) ## browse the site at http://127.0.0.1:8000 (mkdocs serve)
+serve: $(PAGES) $(NOTEBOOKS) ## browse the site at http://127.0.0.1:8000 (mkdocs serve)
 	$(BIN)/mkdocs serve
 
-deploy: $(PAGES) $(NOTEBOOKS) $(SHIM) ## publish the site to GitHub Pages (mkdocs gh-deploy --force)
-	$(BIN)/mkdocs gh-deploy --force
+deploy: $(SITE) ## publish site/ to the gh-pages branch (built as the Pages workflow builds it)
+	$(BIN)/ghp-import --no-jekyll --push --force $(ROOT)/site
 
-bench-cls: $(INSTALLED) ## train the default ResNet run, print its table, time a plain fp32 baseline beside it
+bench-cls: $(SETUP) ## train the default ResNet run, print its table, time a plain fp32 baseline beside it
 	$(PY) -m pipeline bench cls $(CLS_ARGS)
 
-bench-mt: $(INSTALLED) ## train the default Transformer run and print its table and test scores
+bench-mt: $(SETUP) ## train the default Transformer run and print its table and test scores
 	$(PY) -m pipeline bench mt $(MT_ARGS)
 
-test: $(INSTALLED) ## run the test suite (fast, CPU, no real data)
+test: $(SETUP) ## run the test suite (fast, CPU, no real data)
 	$(PY) -m pytest -q
 
 clean: ## remove runs and the built site (keeps .venv, data and the committed report)

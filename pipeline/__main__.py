@@ -1,4 +1,4 @@
-"""Command line: python -m pipeline <stage> [model] [--profile NAME] [--resume] [--key value ...]
+"""Command line: python -m pipeline STAGE [MODEL] [options]; `python -m pipeline STAGE MODEL --help` lists them.
 
 stages: train MODEL, bench MODEL, evaluate MODEL, figures MODEL, manifest, pages, notebooks
 """
@@ -9,28 +9,54 @@ import argparse
 import sys
 import textwrap
 
-from pipeline.config import PipelineError, default_paths, make_config
-
-STAGES = ["train", "bench", "evaluate", "figures", "manifest", "pages", "notebooks"]
-MODEL_STAGES = {"train", "bench", "evaluate", "figures"}
+from pipeline.config import CONFIGS, MAIN_RUN, MODEL_TITLES, OptionParser, PipelineError, add_config_options, \
+    default_paths, make_config
 
 
-def _run(args: argparse.Namespace, overrides: list[str]) -> None:
+def build_parser() -> OptionParser:
+    parser = OptionParser(prog="python -m pipeline", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE", parser_class=OptionParser)
+    for stage, what in (("train", "train a model into runs/MODEL/NAME/ (resumable)"),
+                        ("bench", "train the default run if missing, then print its benchmark tables")):
+        models = stages.add_parser(stage, help=what).add_subparsers(dest="model", required=True, metavar="MODEL",
+                                                                     parser_class=OptionParser)
+        for model in CONFIGS:
+            sub = models.add_parser(model, help=MODEL_TITLES[model], description=f"{what}: {MODEL_TITLES[model]}.")
+            sub.add_argument("--profile", default="full", help="full (default) or smoke: a tiny run of seconds")
+            sub.add_argument("--name", default=MAIN_RUN, help=f"the run's folder under runs/{model}/ "
+                                                              f"(default: {MAIN_RUN})")
+            if stage == "train":
+                sub.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+            add_config_options(sub, model)
+    for stage, what in (("evaluate", "score a run's test outputs, draw Grad-CAM / attention data"),
+                        ("figures", "draw a model's figures into site_assets/MODEL/")):
+        sub = stages.add_parser(stage, help=what)
+        sub.add_argument("model", choices=list(CONFIGS))
+    for stage, what in (("manifest", "list every figure and headline number in site_assets/manifest.json"),
+                        ("pages", "render the templates into docs/generated/"),
+                        ("notebooks", "execute the notebooks into docs/generated/notebooks/")):
+        stages.add_parser(stage, help=what)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
     paths = default_paths()
-    if args.stage == "train":
-        from pipeline.train import train
+    if args.stage in ("train", "bench"):
+        options = {k: v for k, v in vars(args).items() if k not in ("stage", "model", "profile", "name", "resume")}
+        config = make_config(args.model, args.profile, options)
+        if args.stage == "train":
+            from pipeline.train import train
 
-        train(args.model, make_config(args.model, args.profile, overrides), paths, resume=args.resume)
-    elif args.stage == "bench":
-        from pipeline.bench import bench
-
-        bench(args.model, args.profile, overrides)
-    elif args.stage == "evaluate":
-        if args.model == "cls":
-            from pipeline.evaluate.cls import evaluate_cls as evaluate
+            train(args.model, config, paths.run(args.model, args.name), paths, resume=args.resume)
         else:
-            from pipeline.evaluate.mt import evaluate_mt as evaluate
-        evaluate(paths)
+            from pipeline.bench import bench
+
+            bench(args.model, config, paths.run(args.model, args.name), paths)
+    elif args.stage == "evaluate":
+        from pipeline.evaluate import evaluate
+
+        evaluate(args.model, paths)
     elif args.stage == "figures":
         from pipeline.figures.build import build_figures
 
@@ -50,19 +76,8 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=STAGES)
-    parser.add_argument("model", nargs="?", choices=["cls", "mt"])
-    parser.add_argument("--profile", default="full", help="full (default) or smoke")
-    parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    args, overrides = parser.parse_known_args(argv)
-    if args.stage in MODEL_STAGES and args.model is None:
-        parser.error(f"{args.stage} needs a model: cls or mt")
-    if overrides and args.stage not in ("train", "bench"):
-        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     try:
-        _run(args, overrides)
+        _run(build_parser().parse_args(argv))
     except PipelineError as e:
         print("\n" + textwrap.fill(f"error: {e}", width=100), file=sys.stderr)
         return 2

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import torch
 
-from pipeline.config import FINAL, METRICS, PipelineError, default_paths, make_config
+from pipeline.config import CONFIG, FINAL, METRICS, Paths, PipelineError
 from pipeline.io import read_json, read_jsonl
 from pipeline.train import train
 
@@ -15,15 +16,21 @@ BASELINE_STEPS = 30  # timed steps per recipe, after a few warm-up steps
 WARMUP_STEPS = 3
 
 
-def _train(model: str, profile: str, overrides: list[str]):
-    paths = default_paths()
-    config = make_config(model, profile, overrides)
-    run_dir = paths.run(model)
+def _train(model: str, config, run_dir: Path, paths: Paths) -> tuple[list[dict], dict]:
+    """The run's epochs and final scores: trained now, or read from a finished run of exactly this config."""
     if (run_dir / FINAL).exists():
-        print(f"{run_dir} already holds a finished run; its numbers follow (delete it to train again).")
+        saved = read_json(run_dir / CONFIG, "run config")
+        changed = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v)
+        if changed:
+            raise PipelineError(
+                f"{run_dir} holds a finished run with other values of {', '.join(changed)} than asked for here, "
+                "so its numbers would not measure this config. Give the benchmark its own run (--name NAME), "
+                "or delete that folder to train it again."
+            )
+        print(f"{run_dir} already holds a finished run of this config; its numbers follow (delete it to train again).")
     else:
-        train(model, config, paths, resume=True)
-    return config, read_jsonl(run_dir / METRICS), read_json(run_dir / FINAL)
+        train(model, config, run_dir, paths, resume=True)
+    return read_jsonl(run_dir / METRICS), read_json(run_dir / FINAL)
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -41,7 +48,7 @@ def _steps_per_second(step, steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def _baseline_rates(config, steps: int) -> tuple[float, float]:
+def _baseline_rates(config, steps: int, paths: Paths) -> tuple[float, float, str]:
     """Images/s of the plain recipe (fp32, NCHW, PIL transforms, DataLoader) and of ours, same batch size."""
     import torch.nn.functional as F
     import torchvision.transforms as T
@@ -49,10 +56,11 @@ def _baseline_rates(config, steps: int) -> tuple[float, float]:
 
     from pipeline.data.cifar10 import MEAN, STD, augment, load_cifar10
     from pipeline.train.cls import build_model, prepare
-    from pipeline.train.runner import autocast, pick_device
+    from pipeline.train.runner import autocast, pick_device, resolve_precision
 
-    device = pick_device()
-    data = load_cifar10(default_paths().data)
+    device = pick_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    data = load_cifar10(paths.data)
     images, labels = data.train_images.permute(0, 2, 3, 1).numpy(), data.train_labels
     transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
 
@@ -84,7 +92,7 @@ def _baseline_rates(config, steps: int) -> tuple[float, float]:
         idx = torch.randint(0, len(labels), (config.batch_size,), generator=generator)
         x = prepare(augment(data.train_images[idx].to(device), generator, config.crop_padding), device,
                     config.channels_last)
-        with autocast(device, config.mixed_precision):
+        with autocast(device, precision):
             loss = F.cross_entropy(ours(x), labels[idx].to(device))
         ours_opt.zero_grad()
         loss.backward()
@@ -92,11 +100,11 @@ def _baseline_rates(config, steps: int) -> tuple[float, float]:
 
     plain_rate = _steps_per_second(plain_step, steps) * config.batch_size
     our_rate = _steps_per_second(our_step, steps) * config.batch_size
-    return plain_rate, our_rate
+    return plain_rate, our_rate, precision
 
 
-def bench(model: str, profile: str, overrides: list[str]) -> None:
-    config, records, final = _train(model, profile, overrides)
+def bench(model: str, config, run_dir: Path, paths: Paths) -> None:
+    records, final = _train(model, config, run_dir, paths)
     if model == "cls":
         rows = [[r["epoch"] + 1, r["resolution"], f"{r['train_s']:.0f}", f"{r['images_per_s']:.1f}",
                  f"{100 * r.get('val_accuracy', float('nan')):.2f}"] for r in records]
@@ -104,10 +112,11 @@ def bench(model: str, profile: str, overrides: list[str]) -> None:
         print(f"test accuracy: {100 * final['test_accuracy']:.2f}% on {final['test_images']} images; "
               f"training wall time {final['train_wall_s'] / 60:.1f} min")
         print(f"\ntiming {BASELINE_STEPS} steps of batch {config.batch_size} at 32x32 for each recipe ...")
-        plain, ours = _baseline_rates(config, BASELINE_STEPS)
+        plain, ours, precision = _baseline_rates(config, BASELINE_STEPS, paths)
+        layout = "channels_last" if config.channels_last else "NCHW"
         print(_table(["recipe", "images/s"], [
             ["plain: fp32, NCHW, PIL transforms, DataLoader", f"{plain:.1f}"],
-            ["ours: channels_last, bf16 autocast, batch augmentation on device", f"{ours:.1f}"],
+            [f"ours: {layout}, {precision}, batch augmentation on the device", f"{ours:.1f}"],
         ]))
         print(f"throughput ratio: {ours / plain:.2f}x")
     elif model == "mt":

@@ -1,20 +1,29 @@
-"""Paths in one place, one frozen dataclass per experiment, named profiles."""
+"""Paths in one place, one frozen dataclass per model, named profiles, the targets, the option parser."""
 
 from __future__ import annotations
 
+import argparse
+import ast
 import dataclasses
+import difflib
+import inspect
+import io
 import os
+import tokenize
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The files of a run folder runs/<model>/.
+# The files of a run folder runs/<model>/<name>/.
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"  # one JSON line per epoch, appended
 FINAL = "final.json"  # test scores, written once at the end
+TEST_OUTPUTS = "test_outputs"  # the test predictions final.json was scored from (.npz or .json)
 CONFIG = "config.json"
 PROVENANCE = "provenance.json"
+MAIN_RUN = "main"  # the run the model pages show
 
 
 class PipelineError(Exception):
@@ -35,8 +44,8 @@ class Paths:
     def runs(self) -> Path:
         return self.root / "runs"
 
-    def run(self, model: str) -> Path:
-        return self.runs / model
+    def run(self, model: str, name: str = MAIN_RUN) -> Path:
+        return self.runs / model / name
 
     @property
     def site_assets(self) -> Path:
@@ -65,27 +74,41 @@ def default_paths() -> Paths:
 
 
 @dataclass(frozen=True)
+class Targets:
+    """What the exercises must reach on their test sets; pages and checks read them from here only."""
+
+    cls_test_accuracy: float = 0.80  # share of the 10,000 CIFAR-10 test images classified correctly
+    mt_test_bleu: float = 15.0  # sacrebleu corpus BLEU, the floor
+    mt_goal_bleu: float = 25.0  # sacrebleu corpus BLEU, the aim
+
+
+TARGETS = Targets()
+
+
+@dataclass(frozen=True)
 class ClsConfig:
     """ResNet-18 on CIFAR-10."""
 
-    seed: int = 0
-    epochs: int = 5
+    seed: int = 0  # seeds the split, the initial weights and every epoch's order and augmentation
+    device: str = "auto"  # auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps
+    epochs: int = 5  # passes over the training images
     batch_size: int = 128  # images per optimiser step
-    eval_batch_size: int = 500
+    eval_batch_size: int = 500  # images per forward pass when scoring
     lr: float = 0.15  # peak learning rate of the one-cycle schedule
-    warmup_frac: float = 0.2  # fraction of all steps spent rising to the peak
-    momentum: float = 0.9  # Nesterov
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    val_size: int = 5000  # images held out of the 50,000 for the curves; 0 allowed
+    warmup_frac: float = 0.2  # share of all steps spent rising to the peak
+    momentum: float = 0.9  # Nesterov momentum
+    weight_decay: float = 5e-4  # L2 penalty on every weight, per step
+    label_smoothing: float = 0.1  # probability mass spread evenly over all classes in the training loss
+    val_size: int = 5000  # training images held out for the validation curves (0 = none)
     train_limit: int = 0  # use only this many training images (0 = all); for smoke runs
-    test_limit: int = 0  # evaluate only this many test images (0 = all); for smoke runs
-    crop_padding: int = 4  # pixels of reflection padding before the random crop
+    test_limit: int = 0  # score only this many test images (0 = all); for smoke runs
+    crop_padding: int = 4  # pixels of reflection padding before the random 32-pixel crop
     low_res: int = 20  # side (pixels) the images are scaled to in the first low_res_epochs: progressive resizing
-    low_res_epochs: int = 3
-    tta_flip: bool = True  # evaluate on each image and its mirror image, averaging the logits
-    channels_last: bool = True
-    mixed_precision: bool = True  # bf16 autocast on CPU, fp16 AMP on CUDA
+    low_res_epochs: int = 3  # epochs trained on images scaled to low_res pixels
+    val_tta: bool = False  # validation also scores each image's mirror image (a second forward pass)
+    test_tta: bool = True  # test scores average the logits of each image and its mirror image
+    channels_last: bool = True  # NHWC memory format for images and convolution weights
+    precision: str = "auto"  # auto (bf16 on the CPU, fp16 on CUDA, fp32 on MPS), bf16, fp16 or fp32
     threads: int = 0  # torch intra-op threads (0 = torch's default)
 
 
@@ -93,28 +116,30 @@ class ClsConfig:
 class MtConfig:
     """Transformer encoder-decoder on toy French->English translation."""
 
-    seed: int = 0
-    corpus: str = "toy"  # "toy" (~12k pairs), "short" (~150k pairs) or a path to a TSV file
+    seed: int = 0  # seeds the split, the initial weights and every epoch's batches
+    device: str = "auto"  # auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps
+    corpus: str = "toy"  # "toy" (~12k pairs), "short" (~150k pairs) or a path to a UTF-8 source<TAB>target file
     corpus_limit: int = 0  # keep only this many pairs after filtering (0 = all); for smoke runs
-    val_frac: float = 0.05  # share of sentence groups in the validation split
-    test_frac: float = 0.05
-    min_freq: int = 2  # rarer tokens become <unk>
-    d_model: int = 256
-    heads: int = 4
+    max_tokens: int = 64  # pairs with a side longer than this many tokens are dropped at load time
+    val_frac: float = 0.05  # share of the pairs (whole sentence groups) in the validation split
+    test_frac: float = 0.05  # share of the pairs (whole sentence groups) in the test split
+    min_freq: int = 2  # tokens seen fewer times in training become <unk>
+    d_model: int = 256  # width of every token representation
+    heads: int = 4  # attention heads per layer (d_model must divide by it)
     layers: int = 3  # encoder layers = decoder layers
-    d_ff: int = 512
-    dropout: float = 0.1
+    d_ff: int = 512  # hidden width of the feed-forward sublayers
+    dropout: float = 0.1  # dropout probability after attention, feed-forward and embeddings
     tie_embeddings: bool = True  # share target embedding and generator weights
-    epochs: int = 16
-    tokens_per_batch: int = 2048  # source + target tokens per batch, padding included
+    epochs: int = 16  # passes over the training pairs
+    tokens_per_batch: int = 2048  # padded source + target tokens per batch
     lr: float = 1e-3  # peak learning rate after warm-up
-    warmup_steps: int = 100  # optimiser steps; an epoch of the toy task is about 90
-    label_smoothing: float = 0.1
-    clip_norm: float = 1.0
+    warmup_steps: int = 100  # optimiser steps of linear warm-up; an epoch of the toy task is about 90
+    label_smoothing: float = 0.1  # probability mass spread evenly over the vocabulary in the training loss
+    clip_norm: float = 1.0  # gradients are rescaled to at most this global L2 norm
     max_len: int = 32  # longest decoded output, in tokens
-    beam_size: int = 4
+    beam_size: int = 4  # hypotheses kept per step in the test decodes (validation decodes greedily)
     length_penalty: float = 0.6  # GNMT alpha; 0 = no length normalisation
-    threads: int = 0
+    threads: int = 0  # torch intra-op threads (0 = torch's default)
 
 
 PROFILES: dict[str, dict[str, dict]] = {
@@ -135,48 +160,105 @@ PROFILES: dict[str, dict[str, dict]] = {
 }
 
 CONFIGS = {"cls": ClsConfig, "mt": MtConfig}
+MODEL_TITLES = {"cls": "ResNet-18 on CIFAR-10", "mt": "Transformer on toy French->English"}
 
 
-def _parse_value(field: dataclasses.Field, text: str):
-    kind = field.type if isinstance(field.type, str) else field.type.__name__
-    if kind == "bool":
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise PipelineError(f"--{field.name} expects true or false, got {text!r}.")
-    try:
-        return {"int": int, "float": float, "str": str}[kind](text)
-    except ValueError:
-        raise PipelineError(f"--{field.name} expects a {kind}, got {text!r}.") from None
+@cache
+def field_help(cls: type) -> dict[str, str]:
+    """The comment at the end of each field's line in the class body: its meaning and units."""
+    source = inspect.getsource(cls)
+    comments = {tok.start[0]: tok.string.lstrip("# ").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    body = ast.parse(source).body[0].body
+    return {node.target.id: comments.get(node.lineno, "")
+            for node in body if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
 
 
-def make_config(model: str, profile: str = "full", overrides: list[str] | None = None):
-    """Build a model's config from a profile plus `--key value` overrides."""
+def _type_name(field: dataclasses.Field) -> str:
+    return field.type if isinstance(field.type, str) else field.type.__name__
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expects true or false, got {text!r}")
+
+
+PARSERS = {"bool": _parse_bool, "int": int, "float": float, "str": str}
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every --option of a parser and of the parsers under it."""
+    found = []
+    for action in parser._actions:
+        found += action.option_strings
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _option_strings(sub)
+    return found
+
+
+class OptionParser(argparse.ArgumentParser):
+    """argparse that raises PipelineError, takes no abbreviations, and suggests the closest option for a misspelt one."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        unknown = [word for word in message.split() if word.startswith("--")]
+        if message.startswith("unrecognized arguments") and unknown:
+            name = unknown[0].split("=")[0]
+            close = difflib.get_close_matches(name, sorted(set(_option_strings(self))), n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise PipelineError(f"{self.prog}: unknown option {name!r}.{hint} `{self.prog} --help` lists them all.")
+        raise PipelineError(f"{self.prog}: {message}.")
+
+
+def add_config_options(parser: argparse.ArgumentParser, model: str) -> None:
+    """One --option per config field, with its type, its full-profile default and its comment."""
+    helps = field_help(CONFIGS[model])
+    group = parser.add_argument_group(f"{MODEL_TITLES[model]} (config fields; defaults of the full profile)")
+    for field in dataclasses.fields(CONFIGS[model]):
+        kind = _type_name(field)
+        group.add_argument(f"--{field.name}", dest=field.name, type=PARSERS[kind], default=argparse.SUPPRESS,
+                           metavar=kind.upper(), help=f"{helps[field.name]} (default: {field.default})")
+
+
+def make_config(model: str, profile: str = "full", overrides: dict | list[str] | None = None):
+    """A model's config: the profile's values, then the overrides (a dict, or `--key value` words)."""
     if profile not in PROFILES[model]:
         raise PipelineError(
             f"Unknown profile {profile!r} for {model}; choose one of {', '.join(PROFILES[model])}."
         )
-    cls = CONFIGS[model]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = dict(PROFILES[model][profile])
-    args = list(overrides or [])
-    while args:
-        key = args.pop(0)
-        name = key.removeprefix("--").replace("-", "_")
-        if not key.startswith("--") or name not in fields:
-            raise PipelineError(
-                f"Unknown option {key!r} for {model}; the options are "
-                + ", ".join("--" + f for f in fields) + "."
-            )
-        if not args:
-            raise PipelineError(f"Option {key} needs a value.")
-        values[name] = _parse_value(fields[name], args.pop(0))
-    return cls(**values)
+    if isinstance(overrides, list):
+        parser = OptionParser(prog=f"python -m pipeline train {model}", add_help=False)
+        add_config_options(parser, model)
+        overrides = vars(parser.parse_args(overrides))
+    return validate(CONFIGS[model](**{**PROFILES[model][profile], **(overrides or {})}))
+
+
+def validate(config):
+    """Refuse values no run could use, in words."""
+    if config.device not in ("auto", "cpu", "cuda", "mps"):
+        raise PipelineError(f"--device must be auto, cpu, cuda or mps, not {config.device!r}.")
+    positive = [f.name for f in dataclasses.fields(config) if f.name in
+                ("epochs", "batch_size", "eval_batch_size", "tokens_per_batch", "d_model", "heads", "layers",
+                 "d_ff", "max_len", "beam_size", "max_tokens")]
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise PipelineError(f"--{name} must be at least 1, got {getattr(config, name)}.")
+    if isinstance(config, ClsConfig):
+        if config.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise PipelineError(f"--precision must be auto, bf16, fp16 or fp32, not {config.precision!r}.")
+    if isinstance(config, MtConfig) and config.d_model % config.heads:
+        raise PipelineError(f"--d_model {config.d_model} must be a multiple of --heads {config.heads}.")
+    return config
 
 
 def config_from_dict(model: str, values: dict):
     """Rebuild a saved config, ignoring fields this version no longer has."""
-    cls = CONFIGS[model]
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in names})
+    names = {f.name for f in dataclasses.fields(CONFIGS[model])}
+    return CONFIGS[model](**{k: v for k, v in values.items() if k in names})

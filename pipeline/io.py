@@ -14,15 +14,27 @@ from pipeline.config import PipelineError
 TIMINGS = "timings.json"
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's contents (for a folder: its entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; move it over `path` only if the block succeeds, durably:
+    the new file's bytes reach the disk before the rename, and the folder's new entry after it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        fsync_path(Path(tmp))
         os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -63,16 +75,27 @@ def append_jsonl(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path, drop_torn_tail: bool = False) -> list[dict]:
+    """One record per line. A last line cut short by a crash (no newline, not JSON) is dropped with a note
+    when `drop_torn_tail` (resuming), and is an error otherwise."""
     if not path.is_file():
-        raise PipelineError(f"{path} is missing: train the model first (make train-{path.parent.name}).")
+        raise PipelineError(f"{path} is missing: train the model first (make train-{path.parent.parent.name}).")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise PipelineError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}).") from None
+    lines = text.split("\n")
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise PipelineError(f"{path}, line {number}, is not valid JSON ({e}).") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if drop_torn_tail and number == len(lines):
+                print(f"note: dropped the unfinished last line of {path} (the run stopped while writing it).")
+                break
+            raise PipelineError(f"{path}, line {number}, is not valid JSON ({e}).") from None
     return records
 
 

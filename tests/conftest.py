@@ -74,7 +74,7 @@ def write_tiny_corpus(path: Path) -> Path:
 def make(target: str, root: Path, *extra: str) -> subprocess.CompletedProcess:
     corpus = root / "tiny.tsv"
     return subprocess.run(
-        ["make", target, f"ROOT={root}", "PROFILE=smoke", "CIFAR10_ARCHIVE=", f"VENV={sys.prefix}",
+        ["make", target, f"ROOT={root}", "PROFILE=smoke", "CIFAR10_ARCHIVE=", f"BIN={Path(sys.executable).parent}",
          f"MT_ARGS=--corpus {corpus}", *extra],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )

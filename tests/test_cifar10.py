@@ -50,7 +50,7 @@ def test_wrong_shape_is_named(tmp_path):
     members = cifar_members()
     members["data_batch_1"][b"data"] = members["data_batch_1"][b"data"][:, :100]
     archive = write_cifar_archive(tmp_path / "c.tar.gz", members)
-    with pytest.raises(PipelineError, match=r"data_batch_1: b'data' should be uint8 of shape \(N, 3072\)"):
+    with pytest.raises(PipelineError, match=r"data_batch_1: b'data' should be a uint8 array of shape \(N, 3072\)"):
         cifar10.load_cifar10(tmp_path / "data", archive=archive, strict_counts=False)
 
 
@@ -59,7 +59,7 @@ def test_extracted_folder_comes_first(tmp_path):
 
     archive = write_cifar_archive(tmp_path / "data" / cifar10.ARCHIVE_NAME, cifar_members(per_batch=20))
     with tarfile.open(archive) as tar:
-        tar.extractall(tmp_path / "data", filter="data")
+        tar.extractall(tmp_path / "data")  # our own archive: no member leaves the folder
     archive.write_bytes(b"not an archive")  # would fail if it were read
     data = cifar10.load_cifar10(tmp_path / "data", strict_counts=False)
     assert data.source.endswith(cifar10.FOLDER_NAME)
@@ -102,3 +102,34 @@ def test_validation_split_is_disjoint_seeded_and_may_be_empty():
     assert len(val) == 10 and len(train) == 90 and not set(train.tolist()) & set(val.tolist())
     assert torch.equal(val, cifar10.split_train_val(100, 10, seed=3)[1])
     assert len(cifar10.split_train_val(100, 0, seed=3)[1]) == 0
+
+
+class _WritesMarker:
+    """Unpickling this calls pathlib.Path.touch: what a crafted batch could do with any other function."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def test_a_batch_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "marker"
+    members = cifar_members()
+    members["data_batch_2"][b"batch_label"] = _WritesMarker(str(marker))
+    archive = write_cifar_archive(tmp_path / "c.tar.gz", members)
+    with pytest.raises(PipelineError, match=r"data_batch_2 asks to load pathlib.*refused without running it"):
+        cifar10.load_cifar10(tmp_path / "data", archive=archive, strict_counts=False)
+    assert not marker.exists()
+
+
+def test_a_bit_flipped_archive_gets_the_files_error(tmp_path):
+    archive = write_cifar_archive(tmp_path / "c.tar.gz", cifar_members(per_batch=50))
+    blob = bytearray(archive.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    archive.write_bytes(bytes(blob))
+    with pytest.raises(PipelineError, match=r"c\.tar\.gz"):
+        cifar10.load_cifar10(tmp_path / "data", archive=archive, strict_counts=False)

@@ -49,3 +49,24 @@ def test_hooks_are_removed_after_use_and_after_an_error(model):
     assert _hook_count(model) == before
     out = model(torch.randn(1, 3, 32, 32))  # no hook left to capture anything
     assert out.shape == (1, 10)
+
+
+def test_flip_averaged_maps_explain_the_flip_averaged_prediction(model):
+    """With test_tta the label shown is the argmax of the image's and its mirror's mean logits; the map must
+    describe that same prediction, so it treats both views alike: mirroring the image mirrors the map."""
+    from pipeline.config import ClsConfig
+    from pipeline.evaluate.cls import gradcam_maps
+    from pipeline.train.cls import predict_logits
+
+    config = ClsConfig(channels_last=False, test_tta=True, eval_batch_size=8)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    device = torch.device("cpu")
+    logits = predict_logits(model, images, config, device, "fp32", tta=True)
+    mirrored = predict_logits(model, images.flip(3), config, device, "fp32", tta=True)
+    torch.testing.assert_close(logits, mirrored, rtol=1e-4, atol=1e-4)
+    classes = logits.argmax(1)
+    maps = gradcam_maps(model, images, classes, config, device)
+    maps_of_mirror = gradcam_maps(model, images.flip(3), classes, config, device)
+    np.testing.assert_allclose(maps_of_mirror, maps[..., ::-1], atol=1e-4)
+    single = gradcam_maps(model, images, classes, ClsConfig(channels_last=False, test_tta=False), device)
+    assert not np.allclose(single, maps, atol=1e-3)  # the one-view map is another explanation

@@ -150,7 +150,7 @@ def test_editing_a_template_rerenders_without_reevaluating(built):
     before = metrics.stat().st_mtime_ns
     dry = make("-n", built.root, "report")  # nothing is out of date after the build
     assert "pipeline evaluate" not in dry.stdout and "pipeline train" not in dry.stdout
-    template = REPO / "templates" / "insights.md.j2"
+    template = REPO / "pipeline" / "templates" / "insights.md.j2"
     os.utime(template)  # as if edited
     dry = make("-n", built.root, "report")
     assert "pipeline pages" in dry.stdout and "mkdocs build" in dry.stdout
@@ -176,7 +176,7 @@ def test_missing_or_malformed_manifest_names_the_file(built, tmp_path):
 def test_missing_run_says_how_to_make_it(tmp_path):
     from pipeline.evaluate.cls import evaluate_cls
 
-    expected = r"runs/cls/checkpoint.pt is missing: train the model first \(make train-cls\)"
+    expected = r"runs/cls/main/checkpoint.pt is missing: train the model first \(make train-cls\)"
     with pytest.raises(PipelineError, match=expected):
         evaluate_cls(Paths(tmp_path))
 

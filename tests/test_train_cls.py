@@ -1,11 +1,13 @@
+import contextlib
 import json
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from pipeline.__main__ import main
-from pipeline.config import Paths, make_config
+from pipeline.config import REPO, Paths, make_config
 from pipeline.models.resnet import make_resnet18
 from pipeline.train import runner
 from pipeline.train.cls import ClsTask, lr_at
@@ -72,13 +74,13 @@ def test_smoke_profile_end_to_end_writes_the_run(cifar_root, monkeypatch):
     monkeypatch.setenv("PIPELINE_ROOT", str(cifar_root))
     assert main(["train", "cls", "--profile", "smoke", "--train_limit", "64", "--test_limit", "32",
                  "--val_size", "16"]) == 0
-    run_dir = cifar_root / "runs" / "cls"
+    run_dir = cifar_root / "runs" / "cls" / "main"
     (record,) = _metrics(run_dir)
     assert {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s",
             "elapsed_s"} <= record.keys()
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert {"seed", "git_commit", "packages", "device", "device_name", "train_wall_s"} <= provenance.keys()
-    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    checkpoint = runner.load_checkpoint(run_dir / "checkpoint.pt")
     assert {"model", "epoch", "config", "seed", "task", "rng"} <= checkpoint.keys()
     assert {"model", "optimizer", "step"} <= checkpoint["task"].keys()
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 1
@@ -87,4 +89,97 @@ def test_smoke_profile_end_to_end_writes_the_run(cifar_root, monkeypatch):
 
 def test_bad_option_is_one_clear_line(capsys):
     assert main(["train", "cls", "--epoch", "3"]) == 2
-    assert "Unknown option '--epoch'" in capsys.readouterr().err
+    assert "unknown option '--epoch'. Did you mean --epochs?" in capsys.readouterr().err
+
+
+def test_too_few_images_for_one_batch_is_refused_clearly(cifar_root):
+    config = make_config("cls", "smoke", ["--train_limit", "20", "--batch_size", "32"])
+    with pytest.raises(runner.PipelineError, match="do not fill one batch of 32.*Raise --train_limit"):
+        ClsTask(config, Paths(cifar_root))
+
+
+def test_training_step_reads_nothing_back_from_the_device_per_step(cifar_root, monkeypatch):
+    """Every .item()/.tolist()/float()/int()/bool() on a tensor in our code waits for the device; an epoch of
+    30 steps may do that only at the progress-bar readings and once at its end."""
+    from pipeline.train import cls as cls_module
+
+    config = make_config("cls", "smoke", ["--train_limit", "240", "--batch_size", "8", "--val_size", "16"])
+    task = ClsTask(config, Paths(cifar_root))
+    reads = []
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if "/pipeline/" in caller:
+                reads.append((_name, caller))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    task.train_one_epoch(0)
+    steps = 240 // 8
+    assert len(reads) <= steps // cls_module.REPORT_EVERY + 2, reads
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "runs" / "cls" / "main" / "checkpoint.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"model": _Payload(str(marker))}, path)
+    with pytest.raises(runner.PipelineError, match="checkpoint.pt is not a readable checkpoint"):
+        runner.load_checkpoint(path)
+    assert not marker.exists()
+    assert "weights_only=False" not in "".join(p.read_text() for p in (REPO / "pipeline").rglob("*.py"))
+
+
+def test_device_choice_and_precision_contexts():
+    assert runner.pick_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(runner.PipelineError, match="--device cuda was asked for"):
+            runner.pick_device("cuda")
+    # Devices autocast does not serve get a context that changes nothing, whatever the precision asked.
+    assert isinstance(runner.autocast(torch.device("mps"), "bf16"), contextlib.nullcontext)
+    assert isinstance(runner.autocast(torch.device("cpu"), "fp32"), contextlib.nullcontext)
+    assert runner.resolve_precision("auto", torch.device("mps")) == "fp32"
+    assert runner.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    with pytest.raises(runner.PipelineError, match="--device must be"):
+        make_config("cls", "full", ["--device", "tpu"])
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(cifar_root, monkeypatch, capsys):
+    paths = Paths(cifar_root)
+    config = make_config("cls", "full", TINY)
+    whole = runner.run(ClsTask(config, paths), "cls", cifar_root / "whole")
+    interrupted = ClsTask(config, paths)
+    first_epoch = interrupted.train_one_epoch
+    monkeypatch.setattr(interrupted, "train_one_epoch",
+                        lambda epoch: first_epoch(epoch) if epoch == 0 else (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(runner.PipelineError):
+        runner.run(interrupted, "cls", cifar_root / "torn")
+    # As if the machine died while epoch 2's line was being written, before its checkpoint.
+    with open(cifar_root / "torn" / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 1, "train_loss": 1.2')
+    resumed = runner.run(ClsTask(config, paths), "cls", cifar_root / "torn", resume=True)
+    assert "dropped the unfinished last line" in capsys.readouterr().out
+    assert [r["epoch"] for r in _metrics(cifar_root / "torn")] == [0, 1]
+    assert resumed["test_accuracy"] == pytest.approx(whole["test_accuracy"])
+
+
+def test_provenance_names_threads_speed_flags_and_precision(cifar_root, monkeypatch):
+    monkeypatch.setenv("PIPELINE_ROOT", str(cifar_root))
+    assert main(["train", "cls", "--profile", "smoke", "--train_limit", "64", "--test_limit", "32",
+                 "--val_size", "16", "--precision", "fp32"]) == 0
+    provenance = json.loads((cifar_root / "runs" / "cls" / "main" / "provenance.json").read_text())
+    assert provenance["threads"] == torch.get_num_threads() and "cpu_count" not in provenance
+    assert provenance["precision"] == "fp32" and provenance["channels_last"] is True
+    assert set(provenance["cpu_flags"]) <= set(runner.SPEED_FLAGS)

@@ -14,10 +14,11 @@ def test_shapes_through_every_layer():
     model = tiny()
     src, tgt = torch.randint(4, 20, (3, 7)), torch.randint(4, 22, (3, 5))
     src_mask = padding_mask(src)
-    memory = model.encode(src, src_mask)
-    assert memory.shape == (3, 7, 32)
-    assert model.decode(memory, src_mask, tgt).shape == (3, 5, 22)
-    weights = model.attention_weights()
+    with model.recording_attention():
+        memory = model.encode(src, src_mask)
+        assert memory.shape == (3, 7, 32)
+        assert model.decode(memory, src_mask, tgt).shape == (3, 5, 22)
+        weights = model.attention_weights()
     assert [w.shape for w in weights["encoder_self"]] == [(3, 4, 7, 7)] * 2
     assert [w.shape for w in weights["decoder_self"]] == [(3, 4, 5, 5)] * 2
     assert [w.shape for w in weights["decoder_source"]] == [(3, 4, 5, 7)] * 2
@@ -93,3 +94,99 @@ def test_learns_to_reverse_tiny_sequences_and_beam_of_one_equals_greedy():
         src = torch.tensor([source])
         assert beam_search(model, src, beam_size=1, max_len=10, alpha=0.6) == greedy_decode(model, src, 10)[0]
     assert BOS_ID not in decoded[0] and EOS_ID not in decoded[0]
+
+
+def test_attention_weights_are_kept_only_when_asked():
+    model = tiny()
+    model.train()
+    src, tgt = torch.randint(4, 20, (2, 5)), torch.randint(4, 22, (2, 4))
+    model(src, tgt).sum().backward()
+    assert all(w is None for ws in model.attention_weights().values() for w in ws)
+    with torch.no_grad(), model.recording_attention():
+        model(src, tgt)
+        assert all(w is not None for ws in model.attention_weights().values() for w in ws)
+    model(src, tgt)  # outside the block again: nothing new is kept
+    modules = [m for m in model.modules() if hasattr(m, "record")]
+    assert modules and not any(m.record for m in modules)
+
+
+def _exhaustive_best(model, src, max_len, alpha):
+    """The best output over every sequence that ends in <eos> or is cut at max_len: the search beam
+    search approximates, done in full on a vocabulary small enough to enumerate."""
+    from pipeline.evaluate.decode import length_penalty, next_log_probs
+    from pipeline.models.transformer import padding_mask
+
+    src_mask = padding_mask(src)
+    memory = model.encode(src, src_mask)
+    best = (float("-inf"), None)
+    frontier = [(0.0, [BOS_ID])]
+    for step in range(1, max_len + 1):
+        ys = torch.tensor([tokens for _, tokens in frontier])
+        log_probs = next_log_probs(model, memory.expand(len(frontier), -1, -1),
+                                   src_mask.expand(len(frontier), -1, -1, -1), ys)
+        grown = []
+        for (score, tokens), row in zip(frontier, log_probs.tolist()):
+            for token, lp in enumerate(row):
+                if lp == float("-inf"):
+                    continue
+                if token == EOS_ID or step == max_len:
+                    normalised = (score + lp) / length_penalty(step, alpha)
+                    if normalised > best[0]:
+                        best = (normalised, [t for t in tokens[1:] + [token] if t != EOS_ID])
+                else:
+                    grown.append((score + lp, tokens + [token]))
+        frontier = grown
+    return best[1]
+
+
+class LastTokenTable(torch.nn.Module):
+    """A stand-in decoder whose next-token probabilities depend on the last token only, through a table:
+    a case built so that the answer is known."""
+
+    def __init__(self, table: dict[int, list[float]]):
+        super().__init__()
+        self.table = table
+        self.max_positions = 64
+
+    def encode(self, src, src_mask):
+        return torch.zeros(src.size(0), src.size(1), 1)
+
+    def decode(self, memory, src_mask, ys):
+        rows = torch.tensor([self.table[t] for t in ys[:, -1].tolist()]).log()  # (B, vocab)
+        return rows[:, None, :].expand(-1, ys.size(1), -1)
+
+
+@torch.no_grad()
+def test_beam_search_does_not_stop_while_a_live_hypothesis_can_still_win():
+    # <eos> is likely at once, but after "a" another "a" is almost certain: with a strong length penalty
+    # (alpha 2) the long "a a a a a a a a" wins, though many short hypotheses finish first.
+    eos, a, b = EOS_ID, 4, 5
+    table = {BOS_ID: [0, 0, 0.5, 0, 0.45, 0.05], a: [0, 0, 0.01, 0, 0.98, 0.01], b: [0, 0, 0.5, 0, 0.25, 0.25]}
+    model, src = LastTokenTable(table), torch.tensor([[4, 5]])
+    assert _exhaustive_best(model, src, 8, alpha=2.0) == [a] * 8
+    assert beam_search(model, src, beam_size=2, max_len=8, alpha=2.0) == [a] * 8
+    assert beam_search(model, src, beam_size=2, max_len=8, alpha=0.0) == []  # no penalty: <eos> at once wins
+    assert eos not in beam_search(model, src, beam_size=3, max_len=8, alpha=1.0)
+
+
+@torch.no_grad()
+def test_a_beam_wider_than_every_hypothesis_finds_what_exhaustive_search_finds():
+    for seed in range(10):
+        torch.manual_seed(seed)
+        model = make_transformer(6, 7, d_model=16, heads=2, layers=1, d_ff=32, dropout=0.0).eval()
+        src = torch.randint(4, 6, (1, 4))
+        for alpha in (0.0, 0.6, 1.5):
+            assert beam_search(model, src, 500, 4, alpha) == _exhaustive_best(model, src, 4, alpha), (seed, alpha)
+
+
+def test_decoding_an_input_longer_than_the_positional_table_is_guarded(capsys):
+    from pipeline.data.translation import Vocab
+    from pipeline.evaluate.decode import translate
+
+    torch.manual_seed(0)
+    model = make_transformer(10, 10, d_model=16, heads=2, layers=1, d_ff=32, dropout=0.0, max_positions=8).eval()
+    vocab = Vocab(["<pad>", "<bos>", "<eos>", "<unk>", *"abcdef"])
+    out = translate(model, ["a b c d e f a b c d e f", "a b"], vocab, vocab, max_len=20, device=torch.device("cpu"),
+                    beam_size=2)
+    assert len(out) == 2 and "1 source sentence(s) longer" in capsys.readouterr().out
+    assert all(len(o.split()) <= 7 for o in out)

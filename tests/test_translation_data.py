@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.config import PipelineError
 from pipeline.data.translation import (
-    Vocab, detokenize, length_batches, load_pairs, normalize, read_tsv, split_pairs, tokenize,
+    Vocab, detokenize, length_batches, load_pairs, normalize, pad_batch, read_tsv, split_pairs, tokenize,
     with_all_references, UNK_ID,
 )
 from pipeline.evaluate.bleu import corpus_bleu, corpus_scores
@@ -50,14 +50,28 @@ def test_vocab_min_freq_and_specials():
     assert vocab.decode([1, 4, 2, 4]) == ["b"]
 
 
-def test_length_batches_respect_the_budget_and_cover_everything():
+def test_length_batches_padded_tensors_stay_within_the_budget_and_cover_everything():
+    import random
+
     import torch
 
-    lengths = [(n % 9 + 1, n % 7 + 1) for n in range(500)]
-    batches = length_batches(lengths, 200, torch.Generator().manual_seed(0))
-    assert sorted(i for b in batches for i in b) == list(range(500))
-    for b in batches:
-        assert len(b) * max(lengths[i][0] + lengths[i][1] + 2 for i in b) <= 200
+    rng = random.Random(0)
+    pairs = [([4] * rng.randint(1, 25), [5] * rng.randint(1, 25)) for _ in range(600)]
+    lengths = [(len(s), len(t)) for s, t in pairs]
+    for budget in (60, 200, 1000):
+        batches = length_batches(lengths, budget, torch.Generator().manual_seed(0))
+        assert sorted(i for b in batches for i in b) == list(range(600))
+        for b in batches:
+            src = pad_batch([pairs[i][0] for i in b], bos_eos=False)
+            tgt = pad_batch([pairs[i][1] for i in b], bos_eos=True)
+            assert src.numel() + tgt.numel() <= budget or len(b) == 1, (budget, src.shape, tgt.shape)
+
+
+def test_over_long_pairs_are_dropped_at_load_time_with_a_count(tmp_path, capsys):
+    path = tmp_path / "c.tsv"
+    path.write_text("un deux\tone two\n" + "mot " * 40 + "\tword\nsalut\t" + "hi " * 41 + "\n", encoding="utf-8")
+    assert load_pairs(str(path), max_tokens=10) == [("un deux", "one two")]
+    assert "dropped 2 of 3 pairs" in capsys.readouterr().out
 
 
 def test_bleu_of_references_against_themselves_is_100():

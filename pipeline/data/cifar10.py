@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import os
 import pickle
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
@@ -38,19 +41,43 @@ class Cifar10:
     source: str  # the folder or archive it was read from
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+# The only callables a CIFAR-10 batch refers to: numpy's array and dtype rebuilders (older and newer module
+# names), and the codec Python 3 uses to pickle bytes at protocol 2. Anything else could run code.
+SAFE_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class _RefusedGlobal(Exception):
+    pass
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Reads dicts, lists, bytes, str, numbers and numpy arrays; refuses every other class or function."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in SAFE_GLOBALS:
+            raise _RefusedGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
 
 
 def _unpickle(f: IO[bytes], where: str) -> dict:
     try:
-        obj = pickle.load(f, encoding="bytes")
-    except Exception as e:
-        raise PipelineError(f"{where} is not a readable CIFAR-10 pickle ({type(e).__name__}: {e}).") from None
+        obj = SafeUnpickler(f, encoding="bytes").load()
+    except _RefusedGlobal as e:
+        raise PipelineError(
+            f"{where} asks to load {e}, which a CIFAR-10 batch never holds (it holds dicts, lists, bytes, "
+            "numbers and numpy arrays only). It was refused without running it: the file is not the official "
+            "data, and may have been crafted to run code. Use a copy of CIFAR-10 you trust."
+        ) from None
+    except PipelineError:
+        raise
+    except Exception as e:  # a damaged pickle fails in many ways: EOF, bad opcode, bad memo, zlib, ...
+        raise PipelineError(f"{where} is not a readable CIFAR-10 pickle ({type(e).__name__}: {e}); it may be "
+                            "truncated or corrupted. Copy it again.") from None
     if not isinstance(obj, dict):
         raise PipelineError(f"{where} holds a {type(obj).__name__}, not the dict a CIFAR-10 batch holds.")
     return obj
@@ -61,12 +88,13 @@ def _read_batch(batch: dict, where: str) -> tuple[torch.Tensor, torch.Tensor]:
 
     if b"data" not in batch or b"labels" not in batch:
         raise PipelineError(f"{where} lacks the b'data' or b'labels' entry of a CIFAR-10 batch.")
-    data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[b"labels"])
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise PipelineError(
-            f"{where}: b'data' should be uint8 of shape (N, 3072), found {data.dtype} {data.shape}."
-        )
+    data, labels = batch[b"data"], batch[b"labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise PipelineError(f"{where}: b'data' should be a uint8 array of shape (N, 3072), found {found}.")
+    if not isinstance(labels, (list, np.ndarray)) or not all(isinstance(v, (int, np.integer)) for v in labels):
+        raise PipelineError(f"{where}: b'labels' should be a list of integers 0-9.")
+    labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (data.shape[0],):
         raise PipelineError(
             f"{where}: {data.shape[0]} images but labels of shape {labels.shape}."
@@ -81,13 +109,14 @@ def _read_batch(batch: dict, where: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _read_all(open_member: Callable[[str], IO[bytes]], source: str, strict_counts: bool) -> Cifar10:
     def load(name: str) -> dict:
-        return _unpickle(open_member(name), f"{source}: {name}")
+        with open_member(name) as f:
+            return _unpickle(f, f"{source}: {name}")
 
     meta = load(META)
     names = meta.get(b"label_names")
-    if not isinstance(names, list) or len(names) != 10:
+    if not isinstance(names, list) or len(names) != 10 or not all(isinstance(n, (bytes, str)) for n in names):
         raise PipelineError(f"{source}: {META} should list ten b'label_names', found {names!r:.80}.")
-    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    classes = [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
 
     parts = [_read_batch(load(name), f"{source}: {name}") for name in TRAIN_BATCHES]
     train_images = torch.cat([p[0] for p in parts])
@@ -114,11 +143,14 @@ def _read_folder(folder: Path, strict_counts: bool) -> Cifar10:
 
 
 def _read_archive(archive: Path, strict_counts: bool) -> Cifar10:
-    md5 = _md5(archive)
+    compressed = archive.read_bytes()
+    md5 = hashlib.md5(compressed).hexdigest()
     if md5 != OFFICIAL_MD5:
         print(f"note: {archive} has md5 {md5}, not the official {OFFICIAL_MD5}; checking its content instead.")
     try:
-        with tarfile.open(archive, "r:gz") as tar:
+        # Decompressing the whole stream first checks gzip's CRC: tarfile alone stops before the trailer
+        # and would hand back a flipped bit as a changed pixel.
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(compressed)), mode="r:") as tar:
             members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
 
             def open_member(name: str) -> IO[bytes]:
@@ -130,7 +162,7 @@ def _read_archive(archive: Path, strict_counts: bool) -> Cifar10:
                 return tar.extractfile(members[name])
 
             return _read_all(open_member, str(archive), strict_counts)
-    except (tarfile.TarError, EOFError, OSError) as e:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise PipelineError(
             f"{archive} is not a complete gzip'd tar archive ({type(e).__name__}: {e}); it may be "
             "truncated or corrupted. Copy it again, or delete it so the official one is downloaded."

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import random
 import re
 import unicodedata
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,15 +70,30 @@ def read_tsv(path: Path, source_column: int, target_column: int) -> list[tuple[s
                         f"{path}, line {number}: expected source<TAB>target, found no tab in {line[:60]!r}."
                     )
                 pairs.append((columns[source_column].strip(), columns[target_column].strip()))
-    except (OSError, EOFError) as e:
-        raise PipelineError(f"{path} cannot be read ({type(e).__name__}: {e}); it may be truncated.") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise PipelineError(f"{path} cannot be read ({type(e).__name__}: {e}); it may be truncated or "
+                            "corrupted. Copy it again.") from None
     if not pairs:
         raise PipelineError(f"{path} holds no sentence pairs.")
     return pairs
 
 
-def load_pairs(corpus: str, limit: int = 0) -> list[tuple[str, str]]:
-    """Normalised (French, English) pairs of the named subset, or (source, target) of a user TSV."""
+def corpus_path(corpus: str) -> Path:
+    """The file behind a corpus name: the shipped Tatoeba file for "toy" and "short", else the path given."""
+    return CORPUS if corpus in ("toy", "short") else Path(corpus)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_pairs(corpus: str, limit: int = 0, max_tokens: int = 0) -> list[tuple[str, str]]:
+    """Normalised (French, English) pairs of the named subset, or (source, target) of a user TSV; pairs with
+    a side longer than max_tokens tokens (if given) are dropped, and how many is printed."""
     if corpus in ("toy", "short"):
         english_french = read_tsv(CORPUS, 0, 1)
         pairs = [(normalize(fr), normalize(en)) for en, fr in english_french]
@@ -91,8 +109,15 @@ def load_pairs(corpus: str, limit: int = 0) -> list[tuple[str, str]]:
     else:
         pairs = [(normalize(s), normalize(t)) for s, t in read_tsv(Path(corpus), 0, 1)]
     pairs = [p for p in dict.fromkeys(pairs) if p[0] and p[1]]  # drop duplicates and empty sides
+    if max_tokens:
+        kept = [(s, t) for s, t in pairs if len(s.split()) <= max_tokens and len(t.split()) <= max_tokens]
+        if len(kept) < len(pairs):
+            print(f"note: dropped {len(pairs) - len(kept)} of {len(pairs)} pairs of {corpus} with a side longer "
+                  f"than max_tokens = {max_tokens} tokens.")
+        pairs = kept
     if not pairs:
-        raise PipelineError(f"The corpus {corpus!r} has no usable sentence pairs after normalisation.")
+        raise PipelineError(f"The corpus {corpus!r} has no usable sentence pairs after normalisation"
+                            f"{' and the length limit' if max_tokens else ''}.")
     if limit:
         # Spread a limited corpus over the whole file, not just its first (shortest) lines.
         pairs = random.Random(0).sample(pairs, min(limit, len(pairs)))
@@ -132,6 +157,12 @@ def split_pairs(pairs: list[tuple[str, str]], val_frac: float, test_frac: float,
         bucket = test if len(test) < n_test else val if len(val) < n_val else train
         bucket.extend(pairs[i] for i in group)
     return Splits(train, val, test)
+
+
+def split_fingerprint(splits: Splits) -> str:
+    """A short hash of which pairs landed in which split, in order: equal fingerprints, equal splits."""
+    blob = json.dumps([splits.train, splits.val, splits.test], ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def with_all_references(pairs: list[tuple[str, str]]) -> tuple[list[str], list[list[str]]]:
@@ -184,18 +215,24 @@ def pad_batch(sequences: list[list[int]], bos_eos: bool) -> torch.Tensor:
     return out
 
 
+def padded_size(lengths: list[tuple[int, int]]) -> int:
+    """Tokens in the padded (source, <bos> target <eos>) tensors of a batch of (source, target) lengths."""
+    return len(lengths) * (max(s for s, _ in lengths) + max(t for _, t in lengths) + 2)
+
+
 def length_batches(lengths: list[tuple[int, int]], tokens_per_batch: int, generator: torch.Generator) -> list[list[int]]:
-    """Index batches of similar lengths whose padded source + target size stays within the budget."""
+    """Index batches of similar lengths whose padded source + target tensors hold at most tokens_per_batch
+    tokens (a single pair longer than that gets a batch of its own)."""
     noise = torch.rand(len(lengths), generator=generator).tolist()
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i][0] + lengths[i][1] + noise[i]))
-    batches, current, widest = [], [], 0
+    batches, current, longest_src, longest_tgt = [], [], 0, 0
     for i in order:
-        width = max(widest, lengths[i][0] + lengths[i][1] + 2)
-        if current and width * (len(current) + 1) > tokens_per_batch:
+        src, tgt = max(longest_src, lengths[i][0]), max(longest_tgt, lengths[i][1])
+        if current and (len(current) + 1) * (src + tgt + 2) > tokens_per_batch:
             batches.append(current)
-            current, width = [], lengths[i][0] + lengths[i][1] + 2
+            current, src, tgt = [], lengths[i][0], lengths[i][1]
         current.append(i)
-        widest = width
+        longest_src, longest_tgt = src, tgt
     if current:
         batches.append(current)
     shuffled = torch.randperm(len(batches), generator=generator).tolist()

@@ -23,7 +23,7 @@ def corpus_scores(hypotheses: list[str], references: list[list[str]], n_bootstra
         result[f"{name}_signature"] = signature = str(metric.get_signature())
         if name == "bleu" and n_bootstrap > 1:
             summary = json.loads(score.format(is_json=True, width=2, signature=signature))
-            result["bleu_ci95"] = summary["confidence_var"]
+            result["bleu_ci95"] = summary.get("confidence_var", 0.0)  # absent when every resample scores 0
     return result
 
 
@@ -37,3 +37,40 @@ def sentence_scores(hypothesis: str, references: list[str]) -> dict:
         "bleu": BLEU(effective_order=True).sentence_score(hypothesis, references).score,
         "chrf": CHRF().sentence_score(hypothesis, references).score,
     }
+
+
+def test_scores(greedy: list[str], beam: list[str], references: list[list[str]]) -> dict:
+    """The test scores of a translation run, computed once when it finishes (final.json holds them)."""
+    scores = corpus_scores(beam, references)
+    return {
+        "test_bleu": scores["bleu"],
+        "test_bleu_ci95": scores["bleu_ci95"],
+        "test_chrf": scores["chrf"],
+        "test_ter": scores["ter"],
+        "test_greedy_bleu": corpus_bleu(greedy, references),
+        "bleu_signature": scores["bleu_signature"],
+        "chrf_signature": scores["chrf_signature"],
+        "ter_signature": scores["ter_signature"],
+        "test_sentences": len(references),
+        "test_references": sum(len(r) for r in references),
+    }
+
+
+def paired_bleu_difference(a: list[str], b: list[str], references: list[list[str]], n_bootstrap: int = 1000,
+                           seed: int = 12345) -> dict:
+    """BLEU(a) - BLEU(b) on the same sentences, and the 95% half-width of that difference by paired bootstrap
+    (both systems scored on the same resampled sentences, as sacrebleu's paired test does)."""
+    import numpy as np
+
+    metric = BLEU()
+    streams = reference_streams(references)
+    # Sufficient statistics per sentence, the way sacrebleu's own bootstrap resamples them.
+    stats_a = np.array(metric._extract_corpus_statistics(a, streams), dtype=float)
+    stats_b = np.array(metric._extract_corpus_statistics(b, streams), dtype=float)
+    score = lambda stats: metric._compute_score_from_stats(list(stats)).score  # noqa: E731
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(a), size=(n_bootstrap, len(a)))
+    differences = np.array([score(stats_a[i].sum(0)) - score(stats_b[i].sum(0)) for i in draws])
+    low, high = np.percentile(differences, [2.5, 97.5])
+    difference = score(stats_a.sum(0)) - score(stats_b.sum(0))
+    return {"difference": difference, "ci95": float(max(difference - low, high - difference))}

@@ -7,14 +7,15 @@ import time
 import numpy as np
 import torch
 
-from pipeline.config import CHECKPOINT, Paths, config_from_dict
+from pipeline.config import CHECKPOINT, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, ClsConfig, Paths, PipelineError, \
+    config_from_dict
 from pipeline.data.cifar10 import load_cifar10
 from pipeline.evaluate import run_summary
 from pipeline.evaluate.gradcam import GradCAM
 from pipeline.evaluate.metrics import confusion_matrix, most_confused, per_class
-from pipeline.io import record_timing, save_arrays, write_json
+from pipeline.io import load_arrays, read_json, record_timing, save_arrays, write_json
 from pipeline.models.resnet import BasicBlock, ResNet
-from pipeline.train.cls import build_model, predict_logits, prepare
+from pipeline.train.cls import build_model, prepare
 from pipeline.train.runner import load_checkpoint, pick_device
 
 GRID = 16  # images per grid of correct / wrong predictions
@@ -57,11 +58,23 @@ def architecture(model: ResNet, device: torch.device) -> list[dict]:
     return rows
 
 
-def evaluate_cls(paths: Paths) -> dict:
-    """Read runs/cls, write runs/cls/eval/*.npz and site_assets/cls/metrics.json; return the metrics."""
+def gradcam_maps(model: ResNet, images: torch.Tensor, classes: torch.Tensor, config: ClsConfig,
+                 device: torch.device) -> np.ndarray:
+    """Grad-CAM maps (N, 32, 32) of uint8 images for the given classes, over the same views the test
+    predictions averaged (the image and, with test_tta, its mirror image)."""
+    x = prepare(images, device, config.channels_last)
+    with GradCAM(model, model.cam_layer) as cam:
+        return cam(x, classes.to(device), tta_flip=config.test_tta).cpu().numpy()
+
+
+def evaluate_cls(paths: Paths, name: str = MAIN_RUN) -> dict:
+    """Read runs/cls/<name>, write its eval/*.npz and site_assets/cls/metrics.json; return the metrics."""
     t0 = time.perf_counter()
-    run_dir, out_dir = paths.run("cls"), paths.run("cls") / "eval"
+    run_dir = paths.run("cls", name)
+    out_dir = run_dir / "eval"
     checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    final = read_json(run_dir / FINAL, "test result of the run (unfinished? make train-cls resumes it)")
+    outputs = load_arrays(run_dir / f"{TEST_OUTPUTS}.npz")
     config = config_from_dict("cls", checkpoint["config"])
     device = pick_device()
     model = build_model(config, device)
@@ -69,10 +82,12 @@ def evaluate_cls(paths: Paths) -> dict:
     classes = checkpoint["task"]["classes"]
 
     data = load_cifar10(paths.data, strict_counts=config.train_limit == 0 and config.test_limit == 0)
-    limit = min(config.test_limit or len(data.test_labels), len(data.test_labels))
-    images, labels = data.test_images[:limit], data.test_labels[:limit].numpy()
-
-    logits = predict_logits(model, images, config, device).numpy()
+    logits, labels = outputs["logits"], outputs["labels"]
+    limit = len(labels)
+    images = data.test_images[:limit]
+    if not np.array_equal(data.test_labels[:limit].numpy(), labels):
+        raise PipelineError(f"The test labels of {data.source} differ from those {run_dir / TEST_OUTPUTS}.npz was "
+                            "scored on: the data changed since the run. Evaluate with the data it was trained on.")
     probabilities = torch.from_numpy(logits).softmax(1).numpy()
     predictions, confidence = probabilities.argmax(1), probabilities.max(1)
     save_arrays(out_dir / "predictions.npz", logits=logits, labels=labels, predictions=predictions)
@@ -86,29 +101,37 @@ def evaluate_cls(paths: Paths) -> dict:
     })
 
     cam_idx = np.concatenate([chosen["correct"][:CAM_EXAMPLES], chosen["wrong"][:CAM_EXAMPLES]])
-    x = prepare(images[cam_idx], device, config.channels_last)
-    with GradCAM(model, model.cam_layer) as cam:
-        for_predicted = cam(x, torch.from_numpy(predictions[cam_idx]).to(device)).cpu().numpy()
-        for_true = cam(x, torch.from_numpy(labels[cam_idx]).to(device)).cpu().numpy()
     save_arrays(out_dir / "gradcam.npz", images=images[cam_idx].numpy(), labels=labels[cam_idx],
                 predictions=predictions[cam_idx], confidence=confidence[cam_idx], index=cam_idx,
-                cam_predicted=for_predicted, cam_true=for_true)
+                cam_predicted=gradcam_maps(model, images[cam_idx], torch.from_numpy(predictions[cam_idx]),
+                                           config, device),
+                cam_true=gradcam_maps(model, images[cam_idx], torch.from_numpy(labels[cam_idx]), config, device))
 
     confusion = confusion_matrix(labels, predictions, len(classes))
+    wrong = predictions != labels
+    layers = architecture(model, device)
     metrics = {
         "model": "ResNet-18",
-        "test_accuracy": float((predictions == labels).mean()),
-        "test_images": int(limit),
-        "mean_confidence_correct": float(confidence[predictions == labels].mean()),
-        "mean_confidence_wrong": float(confidence[predictions != labels].mean()) if (predictions != labels).any() else None,
+        "test_accuracy": final["test_accuracy"],
+        "test_images": final["test_images"],
+        "test_tta": config.test_tta,
+        "correct_count": int((~wrong).sum()),
+        "wrong_count": int(wrong.sum()),
+        "mean_confidence_correct": float(confidence[~wrong].mean()) if (~wrong).any() else None,
+        "mean_confidence_wrong": float(confidence[wrong].mean()) if wrong.any() else None,
+        "confidence_sd_correct": float(confidence[~wrong].std()) if (~wrong).any() else None,
+        "confidence_sd_wrong": float(confidence[wrong].std()) if wrong.any() else None,
         "classes": classes,
         "confusion": confusion.tolist(),
         "per_class": per_class(confusion, classes),
         "most_confused": most_confused(confusion, classes),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "architecture": architecture(model, device),
+        "architecture": layers,
+        "cam_layer": model.cam_layer,
+        "cam_layer_output": next(r["output"] for r in layers if r["name"] == model.cam_layer),
+        "gradcam_examples": len(cam_idx),
         **run_summary(run_dir, "images_per_s"),
-        "target_accuracy": 0.80,
+        "target_accuracy": TARGETS.cls_test_accuracy,
     }
     write_json(paths.site_assets / "cls" / "metrics.json", metrics)
     record_timing(paths.site_assets / "cls", "evaluate_s", time.perf_counter() - t0)

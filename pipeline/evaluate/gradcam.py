@@ -38,16 +38,25 @@ class GradCAM:
         self.handles.clear()
         self.activations = self.gradients = None
 
-    def __call__(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Maps for normalised images (B, 3, H, W) and one class per image, upsampled to (B, H, W)."""
-        self.model.eval()
+    def _raw(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Unnormalised maps (B, H, W): positive part of the gradient-weighted activations, upsampled."""
         self.model.zero_grad(set_to_none=True)
         logits = self.model(x)
         logits.gather(1, classes[:, None]).sum().backward()
         weights = self.gradients.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1): gradients averaged over space
         cam = F.relu((weights * self.activations).sum(dim=1, keepdim=True))  # (B, 1, h, w)
-        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        self.model.zero_grad(set_to_none=True)
+        return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0].detach()
+
+    def __call__(self, x: torch.Tensor, classes: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
+        """Maps for normalised images (B, 3, H, W) and one class per image, upsampled to (B, H, W), in [0, 1].
+
+        With tta_flip the prediction being explained is the mean of the image's and its mirror image's
+        logits, so the map is the mean of both views' maps, the mirror's flipped back."""
+        self.model.eval()
+        cam = self._raw(x, classes)
+        if tta_flip:
+            cam = (cam + self._raw(x.flip(3), classes).flip(-1)) / 2
         low = cam.flatten(1).min(1).values[:, None, None]
         high = cam.flatten(1).max(1).values[:, None, None]
-        self.model.zero_grad(set_to_none=True)
-        return ((cam - low) / (high - low + 1e-7)).detach()
+        return (cam - low) / (high - low + 1e-7)

@@ -7,17 +7,14 @@ import time
 import numpy as np
 import torch
 
-from pipeline.config import CHECKPOINT, Paths, config_from_dict
-from pipeline.data.translation import (
-    BOS_ID, Vocab, load_pairs, normalize, pad_batch, split_pairs, with_all_references,
-)
+from pipeline.config import CHECKPOINT, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, Paths, config_from_dict
+from pipeline.data.translation import BOS_ID, Vocab, normalize, pad_batch
 from pipeline.evaluate import run_summary
-from pipeline.evaluate.bleu import corpus_bleu, corpus_scores, sentence_scores
-from pipeline.evaluate.decode import translate
-from pipeline.io import record_timing, save_arrays, write_json
+from pipeline.evaluate.bleu import corpus_scores, paired_bleu_difference, sentence_scores
+from pipeline.io import read_json, record_timing, save_arrays, write_json
 from pipeline.models.transformer import Transformer, causal_mask, padding_mask, target_mask
-from pipeline.train.mt import build_model
-from pipeline.train.runner import load_checkpoint, pick_device
+from pipeline.train.mt import build_model, check_fingerprints, load_splits
+from pipeline.train.runner import load_checkpoint
 
 ATTENTION_EXAMPLES = 3  # test sentences whose attention is drawn
 MASK_BATCH = 4  # sentences in the batch whose masks are drawn
@@ -30,10 +27,10 @@ def attention_for(model: Transformer, src_ids: list[int], out_ids: list[int]) ->
     model.eval()
     src = torch.tensor([src_ids])
     tgt_in = torch.tensor([[BOS_ID, *out_ids]])
-    with torch.no_grad():
+    with torch.no_grad(), model.recording_attention():
         model(src, tgt_in)
-    return {kind: torch.stack([w[0] for w in weights]).float().numpy()
-            for kind, weights in model.attention_weights().items()}
+        return {kind: torch.stack([w[0] for w in weights]).float().numpy()
+                for kind, weights in model.attention_weights().items()}
 
 
 def mask_batch(src_rows: list[list[int]], tgt_rows: list[list[int]]) -> dict[str, np.ndarray]:
@@ -50,38 +47,39 @@ def mask_batch(src_rows: list[list[int]], tgt_rows: list[list[int]]) -> dict[str
 
 
 def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[list[str]]) -> list[dict]:
+    """Corpus BLEU per source-length bucket, with the bootstrap 95% interval and the sentence count."""
     rows = []
     for low, high in LENGTH_BUCKETS:
         idx = [i for i, s in enumerate(sources) if low <= len(s.split()) <= high]
         if idx:
+            scores = corpus_scores([hypotheses[i] for i in idx], [references[i] for i in idx])
             rows.append({"bucket": f"{low}–{high}" if high < 99 else f"{low}+", "sentences": len(idx),
-                         "bleu": corpus_bleu([hypotheses[i] for i in idx], [references[i] for i in idx])})
+                         "bleu": scores["bleu"], "bleu_ci95": scores["bleu_ci95"]})
     return rows
 
 
-def evaluate_mt(paths: Paths) -> dict:
-    """Read runs/mt, write runs/mt/eval/* and site_assets/mt/metrics.json; return the metrics."""
+def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
+    """Read runs/mt/<name>, write its eval/* and site_assets/mt/metrics.json; return the metrics."""
     t0 = time.perf_counter()
-    run_dir, out_dir = paths.run("mt"), paths.run("mt") / "eval"
+    run_dir = paths.run("mt", name)
+    out_dir = run_dir / "eval"
     checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    final = read_json(run_dir / FINAL, "test result of the run (unfinished? make train-mt resumes it)")
+    outputs = read_json(run_dir / f"{TEST_OUTPUTS}.json", "test decodes of the run")
     config = config_from_dict("mt", checkpoint["config"])
+    splits, fingerprints = load_splits(config)
+    check_fingerprints(checkpoint["task"], fingerprints, run_dir / CHECKPOINT, config.corpus)
     src_vocab, tgt_vocab = Vocab(checkpoint["task"]["src_vocab"]), Vocab(checkpoint["task"]["tgt_vocab"])
-    device = pick_device()
-    model = build_model(config, len(src_vocab), len(tgt_vocab), device)
+    model = build_model(config, len(src_vocab), len(tgt_vocab), torch.device("cpu"))
     model.load_state_dict(checkpoint["task"]["model"])
 
-    splits = split_pairs(load_pairs(config.corpus, config.corpus_limit), config.val_frac, config.test_frac,
-                         config.seed)
-    sources, references = with_all_references(splits.test)
-    greedy = translate(model, sources, src_vocab, tgt_vocab, config.max_len, device)
-    beam = translate(model, sources, src_vocab, tgt_vocab, config.max_len, device, config.beam_size,
-                     config.length_penalty)
-    decodes = [{"source": s, "references": r, "greedy": g, "beam": b, **sentence_scores(b, r)}
-               for s, r, g, b in zip(sources, references, greedy, beam)]
+    sources = [d["source"] for d in outputs]
+    references = [d["references"] for d in outputs]
+    greedy, beam = [d["greedy"] for d in outputs], [d["beam"] for d in outputs]
+    decodes = [{**d, **sentence_scores(d["beam"], d["references"])} for d in outputs]
     write_json(out_dir / "decodes.json", decodes)
 
-    # Attention is drawn on CPU copies so the arrays do not depend on the device.
-    cpu_model = model.to("cpu")
+    # Attention is drawn on the CPU so the arrays do not depend on the device.
     rng = np.random.default_rng(SEED)
     mid_length = [i for i, s in enumerate(sources) if 5 <= len(s.split()) <= 8] or list(range(len(sources)))
     chosen = sorted(rng.choice(mid_length, size=min(ATTENTION_EXAMPLES, len(mid_length)), replace=False).tolist())
@@ -92,7 +90,7 @@ def evaluate_mt(paths: Paths) -> dict:
         examples.append({"source_tokens": [src_vocab.itos[t] for t in src_ids],
                          "target_tokens": ["<bos>", *(tgt_vocab.itos[t] for t in out_ids)],
                          "source": sources[i], "output": beam[i], "references": references[i]})
-        for kind, weights in attention_for(cpu_model, src_ids, out_ids).items():
+        for kind, weights in attention_for(model, src_ids, out_ids).items():
             arrays[f"example{n}_{kind}"] = weights
     save_arrays(out_dir / "attention.npz", **arrays)
     write_json(out_dir / "attention.json", examples)
@@ -108,15 +106,14 @@ def evaluate_mt(paths: Paths) -> dict:
         "target": [[tgt_vocab.itos[t] for t in row] for row in masks["tgt"].tolist()],
     })
 
-    scores = corpus_scores(beam, references)
+    test = {k: v for k, v in final.items() if k.startswith("test_") or k.endswith("_signature")}
     metrics = {
         "model": "Transformer",
-        **{f"test_{k}" if not k.endswith("signature") else k: v for k, v in scores.items()},
-        "test_greedy_bleu": corpus_bleu(greedy, references),
+        **test,
         "exact_match": float(np.mean([b in r for b, r in zip(beam, references)])),
+        "beam_changed": sum(g != b for g, b in zip(greedy, beam)),
+        "beam_vs_greedy": paired_bleu_difference(beam, greedy, references),
         "bleu_by_length": bleu_by_length(sources, beam, references),
-        "test_sentences": len(sources),
-        "test_references": sum(len(r) for r in references),
         "train_pairs": len(splits.train),
         "src_vocab": len(src_vocab),
         "tgt_vocab": len(tgt_vocab),
@@ -124,8 +121,8 @@ def evaluate_mt(paths: Paths) -> dict:
         "beam_size": config.beam_size,
         "length_penalty": config.length_penalty,
         **run_summary(run_dir, "tokens_per_s"),
-        "target_bleu": 15.0,
-        "goal_bleu": 25.0,
+        "target_bleu": TARGETS.mt_test_bleu,
+        "goal_bleu": TARGETS.mt_goal_bleu,
     }
     write_json(paths.site_assets / "mt" / "metrics.json", metrics)
     record_timing(paths.site_assets / "mt", "evaluate_s", time.perf_counter() - t0)

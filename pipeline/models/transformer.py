@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -41,7 +43,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
 
 class MultiHeadAttention(nn.Module):
-    """Project to heads, attend, concatenate, project back; keeps its last weights for the figures."""
+    """Project to heads, attend, concatenate, project back; keeps its last weights when asked (for figures)."""
 
     def __init__(self, d_model: int, heads: int, dropout: float):
         super().__init__()
@@ -52,6 +54,7 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
+        self.record = False  # set by Transformer.recording_attention()
         self.last_weights: torch.Tensor | None = None  # (B, heads, Tq, Tk), detached
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +65,8 @@ class MultiHeadAttention(nn.Module):
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(key)), self._split(self.v_proj(value))
         out, weights = attention(q, k, v, mask, self.dropout)
-        self.last_weights = weights.detach()
+        if self.record:
+            self.last_weights = weights.detach()
         b, _, t, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, self.heads * self.d_head))  # (B, Tq, d_model)
 
@@ -92,6 +96,9 @@ class PositionalEncoding(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.size(1) > len(self.table):
+            raise ValueError(f"a sequence of {x.size(1)} tokens is longer than the positional table "
+                             f"({len(self.table)} positions); shorten it or build the model with more positions")
         return self.dropout(x + self.table[: x.size(1)])
 
 
@@ -150,10 +157,11 @@ class Transformer(nn.Module):
     """Encoder stack, decoder stack and a generator to target-vocabulary logits."""
 
     def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int = 256, heads: int = 4, layers: int = 3,
-                 d_ff: int = 1024, dropout: float = 0.1, tie_embeddings: bool = True):
+                 d_ff: int = 1024, dropout: float = 0.1, tie_embeddings: bool = True, max_positions: int = 512):
         super().__init__()
         self.src_embed, self.tgt_embed = Embedding(src_vocab, d_model), Embedding(tgt_vocab, d_model)
-        self.positions = PositionalEncoding(d_model, dropout)
+        self.positions = PositionalEncoding(d_model, dropout, max_positions)
+        self.max_positions = max_positions
         self.encoder = nn.ModuleList(EncoderLayer(d_model, heads, d_ff, dropout) for _ in range(layers))
         self.decoder = nn.ModuleList(DecoderLayer(d_model, heads, d_ff, dropout) for _ in range(layers))
         self.encoder_norm, self.decoder_norm = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
@@ -183,8 +191,21 @@ class Transformer(nn.Module):
         src_mask = padding_mask(src)
         return self.decode(self.encode(src, src_mask), src_mask, tgt_in)
 
+    @contextmanager
+    def recording_attention(self) -> Iterator[Transformer]:
+        """Within the block every attention module keeps the weights of its last call; outside, none does."""
+        modules = [m for m in self.modules() if isinstance(m, MultiHeadAttention)]
+        for m in modules:
+            m.record, m.last_weights = True, None
+        try:
+            yield self
+        finally:
+            for m in modules:
+                m.record = False
+
     def attention_weights(self) -> dict[str, list[torch.Tensor]]:
-        """The last weights of every attention module, by kind, one (B, heads, Tq, Tk) per layer."""
+        """The weights recorded by the last forward pass inside recording_attention(), by kind, one
+        (B, heads, Tq, Tk) per layer."""
         return {
             "encoder_self": [layer.self_attn.last_weights for layer in self.encoder],
             "decoder_self": [layer.self_attn.last_weights for layer in self.decoder],
@@ -193,6 +214,7 @@ class Transformer(nn.Module):
 
 
 def make_transformer(src_vocab: int, tgt_vocab: int, d_model: int = 256, heads: int = 4, layers: int = 3,
-                     d_ff: int = 1024, dropout: float = 0.1, tie_embeddings: bool = True) -> Transformer:
+                     d_ff: int = 1024, dropout: float = 0.1, tie_embeddings: bool = True,
+                     max_positions: int = 512) -> Transformer:
     """An encoder-decoder with `layers` layers on each side."""
-    return Transformer(src_vocab, tgt_vocab, d_model, heads, layers, d_ff, dropout, tie_embeddings)
+    return Transformer(src_vocab, tgt_vocab, d_model, heads, layers, d_ff, dropout, tie_embeddings, max_positions)

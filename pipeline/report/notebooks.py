@@ -1,4 +1,4 @@
-"""Notebooks: jupytext sources in templates/notebooks -> executed .ipynb in docs/generated/notebooks."""
+"""Notebooks: jupytext sources in pipeline/templates/notebooks -> executed .ipynb in docs/generated/notebooks."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from pipeline.config import REPO, Paths, PipelineError
+from pipeline.config import Paths, PipelineError
 from pipeline.io import write_text
 
-SOURCES = REPO / "templates" / "notebooks"
+SOURCES = Path(__file__).resolve().parent.parent / "templates" / "notebooks"
 TIMEOUT_S = 600  # per cell
 
 

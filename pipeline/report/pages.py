@@ -11,8 +11,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 
 from pipeline.config import REPO, Paths, PipelineError
 from pipeline.io import TIMINGS, read_json, write_text
+from pipeline.report.claims import JINJA_GLOBALS
 
-TEMPLATES = REPO / "templates"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"  # package data: works installed too
 PAGES = {  # template -> page under docs/generated/
     "home.md.j2": "home.md",
     "resnet.md.j2": "resnet.md",
@@ -21,6 +22,7 @@ PAGES = {  # template -> page under docs/generated/
     "reproducibility.md.j2": "reproducibility.md",
 }
 ASSETS_LINK = "assets"  # docs/assets -> ../site_assets
+HOOKS = Path(__file__).with_name("mkdocs_hooks.py")
 
 
 def percent(value: float, digits: int = 2) -> str:
@@ -39,6 +41,7 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(percent=percent, number=number, minutes=minutes)
+    env.globals.update(JINJA_GLOBALS)
     return env
 
 
@@ -71,8 +74,9 @@ def context(paths: Paths) -> dict:
 
 
 def _mirror_handwritten(paths: Paths) -> None:
-    """Outside the repository, give the root the hand-written pages and an mkdocs.yml inheriting ours."""
-    if paths.root == REPO:
+    """Outside the repository, give the root the hand-written pages and an mkdocs.yml inheriting ours.
+    (An installed package has no checkout to mirror: it renders the pages, the site is built from a checkout.)"""
+    if paths.root == REPO or not (REPO / "mkdocs.yml").is_file():
         return
     for source in (REPO / "docs").rglob("*"):
         relative = source.relative_to(REPO / "docs")
@@ -84,7 +88,7 @@ def _mirror_handwritten(paths: Paths) -> None:
     link = paths.docs / ASSETS_LINK
     if not link.is_symlink():
         link.symlink_to(Path("..") / "site_assets", target_is_directory=True)
-    write_text(paths.root / "mkdocs.yml", f"INHERIT: {REPO / 'mkdocs.yml'}\n")
+    write_text(paths.root / "mkdocs.yml", f"INHERIT: {REPO / 'mkdocs.yml'}\nhooks:\n  - {HOOKS}\n")
 
 
 def render_pages(paths: Paths) -> list[Path]:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline.config import Paths
 
 
-def train(model: str, config, paths: Paths, resume: bool = False) -> dict:
-    """Build the model's task and run it into runs/<model>/; returns the final test scores."""
-    from pipeline.train.runner import run
-
+def make_task(model: str, config, paths: Paths):
+    """The model's task object: data, network, optimiser, and how one epoch, validation and test go."""
     if model == "cls":
         from pipeline.train.cls import ClsTask as Task
     else:
         from pipeline.train.mt import MtTask as Task
-    return run(Task(config, paths), model, paths.run(model), resume=resume)
+    return Task(config, paths)
+
+
+def train(model: str, config, run_dir: Path, paths: Paths, resume: bool = False) -> dict:
+    """Train `model` with `config` into run_dir (runs/<model>/<name>/); returns the final test scores."""
+    from pipeline.train.runner import run
+
+    return run(make_task(model, config, paths), model, run_dir, resume=resume)

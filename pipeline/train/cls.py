@@ -1,16 +1,18 @@
-"""Training ResNet-18 on CIFAR-10: one-cycle SGD, batch augmentation on the device, bf16 autocast."""
+"""Training ResNet-18 on CIFAR-10: one-cycle SGD, batch augmentation on the device, mixed precision."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import ClsConfig, Paths
+from pipeline.config import TEST_OUTPUTS, ClsConfig, Paths, PipelineError
 from pipeline.data.cifar10 import augment, load_cifar10, normalize, split_train_val
+from pipeline.io import save_arrays
 from pipeline.models.resnet import ResNet, make_resnet18
-from pipeline.train.runner import autocast, epoch_generator, pick_device, progress, seed_everything
+from pipeline.train.runner import autocast, epoch_generator, pick_device, progress, resolve_precision, seed_everything
 
 
 def lr_at(step: int, total_steps: int, peak: float, warmup_frac: float) -> float:
@@ -30,20 +32,25 @@ def prepare(images: torch.Tensor, device: torch.device, channels_last: bool, siz
     """uint8 batch -> normalised float on the device, scaled to size x size, in the model's memory format."""
     x = normalize(images.to(device, non_blocking=True))
     if size != x.shape[-1]:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        if x.device.type == "mps":  # no antialiased bilinear kernel on MPS in older torch: box filter instead
+            x = F.interpolate(x, size=(size, size), mode="area")
+        else:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @torch.no_grad()
-def predict_logits(model: ResNet, images: torch.Tensor, config: ClsConfig, device: torch.device) -> torch.Tensor:
-    """Logits (N, 10) in float32 on the CPU for uint8 images (N, 3, 32, 32), in order."""
+def predict_logits(model: ResNet, images: torch.Tensor, config: ClsConfig, device: torch.device, precision: str,
+                   tta: bool) -> torch.Tensor:
+    """Logits (N, 10) in float32 on the CPU for uint8 images (N, 3, 32, 32), in order; with `tta`, the mean of
+    each image's logits and its mirror image's."""
     model.eval()
     out = []
     for start in range(0, len(images), config.eval_batch_size):
         x = prepare(images[start:start + config.eval_batch_size], device, config.channels_last)
-        with autocast(device, config.mixed_precision):
+        with autocast(device, precision):
             logits = model(x).float()
-            if config.tta_flip:  # average with the mirror image: the flip the model was trained on
+            if tta:  # the flip the model was trained on
                 logits = (logits + model(x.flip(3)).float()) / 2
         out.append(logits.cpu())
     return torch.cat(out) if out else torch.empty(0, 10)
@@ -53,7 +60,7 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     """Cross-entropy and accuracy of logits against labels."""
     return {
         "loss": F.cross_entropy(logits, labels).item(),
-        "accuracy": (logits.argmax(1) == labels).float().mean().item(),
+        "accuracy": (logits.argmax(1) == labels).sum().item() / max(len(labels), 1),
     }
 
 
@@ -62,12 +69,16 @@ def build_model(config: ClsConfig, device: torch.device) -> ResNet:
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
+REPORT_EVERY = 20  # steps between progress-bar readings of the running loss (each one waits for the device)
+
+
 class ClsTask:
     """ResNet-18 on CIFAR-10, as the shared epoch loop drives it."""
 
-    def __init__(self, config: ClsConfig, paths: Paths, device: torch.device | None = None):
+    def __init__(self, config: ClsConfig, paths: Paths):
         self.config = config
-        self.device = device or pick_device()
+        self.device = pick_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
@@ -75,7 +86,16 @@ class ClsTask:
         train_idx, val_idx = split_train_val(len(data.train_labels), config.val_size, config.seed)
         if config.train_limit:
             train_idx = train_idx[:config.train_limit]
-        self.train_images, self.train_labels = data.train_images[train_idx], data.train_labels[train_idx]
+        self.steps_per_epoch = len(train_idx) // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise PipelineError(
+                f"{len(train_idx)} training images (train_limit {config.train_limit}, val_size {config.val_size}) "
+                f"do not fill one batch of {config.batch_size}: an epoch would take no optimiser step. "
+                "Raise --train_limit or lower --batch_size."
+            )
+        # Training images stay on the device as uint8 for the whole run: no copy from the host per step.
+        self.train_images = data.train_images[train_idx].to(self.device)
+        self.train_labels = data.train_labels[train_idx].to(self.device)
         self.val_images, self.val_labels = data.train_images[val_idx], data.train_labels[val_idx]
         limit = config.test_limit or len(data.test_labels)
         self.test_images, self.test_labels = data.test_images[:limit], data.test_labels[:limit]
@@ -86,11 +106,8 @@ class ClsTask:
             self.model.parameters(), lr=config.lr, momentum=config.momentum,
             nesterov=True, weight_decay=config.weight_decay,
         )
-        # fp16 on CUDA needs loss scaling; bf16 on the CPU does not.
-        self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=config.mixed_precision and self.device.type == "cuda"
-        )
-        self.steps_per_epoch = len(self.train_labels) // config.batch_size
+        # fp16 needs loss scaling; bf16 does not.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.total_steps = self.steps_per_epoch * config.epochs
         self.step = 0
 
@@ -98,20 +115,22 @@ class ClsTask:
         config, model = self.config, self.model
         model.train()
         generator = epoch_generator(config.seed, epoch)
-        order = torch.randperm(len(self.train_labels), generator=generator)
+        order = torch.randperm(len(self.train_labels), generator=generator).to(self.device)
         size = resolution_at(epoch, config)
-        loss_sum = correct = seen = 0
+        loss_sum = torch.zeros((), device=self.device)  # summed on the device, read every REPORT_EVERY steps
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
         t0 = time.perf_counter()
         with progress(self.steps_per_epoch * config.batch_size, f"cls epoch {epoch + 1}", "img") as bar:
             for i in range(self.steps_per_epoch):
                 idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-                images = augment(self.train_images[idx].to(self.device), generator, config.crop_padding)
-                x = prepare(images, self.device, config.channels_last, size)
-                y = self.train_labels[idx].to(self.device)
+                x = prepare(augment(self.train_images[idx], generator, config.crop_padding), self.device,
+                            config.channels_last, size)
+                y = self.train_labels[idx]
                 lr = lr_at(self.step, self.total_steps, config.lr, config.warmup_frac)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                with autocast(self.device, config.mixed_precision):
+                with autocast(self.device, self.precision):
                     logits = model(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -119,29 +138,36 @@ class ClsTask:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.step += 1
-                loss_sum += loss.item() * len(y)
-                correct += (logits.argmax(1) == y).sum().item()
+                loss_sum += loss.detach().float() * len(y)
+                correct += (logits.argmax(1) == y).sum()
                 seen += len(y)
                 bar.update(len(y))
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.3g}")
+                if (i + 1) % REPORT_EVERY == 0:
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", lr=f"{lr:.3g}")
         seconds = time.perf_counter() - t0
         return {
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
+            "train_loss": loss_sum.item() / max(seen, 1),
+            "train_accuracy": correct.item() / max(seen, 1),
             "lr": lr_at(self.step - 1, self.total_steps, config.lr, config.warmup_frac),
             "resolution": size,
             "images_per_s": seen / seconds,
             "train_s": round(seconds, 2),
         }
 
+    def _predict(self, images: torch.Tensor, tta: bool) -> torch.Tensor:
+        return predict_logits(self.model, images, self.config, self.device, self.precision, tta)
+
     def evaluate(self) -> dict:
         if not len(self.val_labels):
             return {}
-        result = score(predict_logits(self.model, self.val_images, self.config, self.device), self.val_labels)
+        result = score(self._predict(self.val_images, self.config.val_tta), self.val_labels)
         return {"val_loss": result["loss"], "val_accuracy": result["accuracy"]}
 
-    def test(self) -> dict:
-        result = score(predict_logits(self.model, self.test_images, self.config, self.device), self.test_labels)
+    def test(self, run_dir: Path) -> dict:
+        """Score the test split once; its logits are kept beside final.json for the evaluation stage."""
+        logits = self._predict(self.test_images, self.config.test_tta)
+        save_arrays(run_dir / f"{TEST_OUTPUTS}.npz", logits=logits.numpy(), labels=self.test_labels.numpy())
+        result = score(logits, self.test_labels)
         return {"test_loss": result["loss"], "test_accuracy": result["accuracy"], "test_images": len(self.test_labels)}
 
     def state_dict(self) -> dict:
@@ -150,12 +176,13 @@ class ClsTask:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
+            "precision": self.precision,
             "classes": self.classes,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, checkpoint: Path) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
-
+        self.precision = state["precision"]

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import MtConfig, Paths
+from pipeline.config import TEST_OUTPUTS, MtConfig, Paths, PipelineError
 from pipeline.data.translation import (
-    PAD_ID, Vocab, length_batches, load_pairs, pad_batch, split_pairs, with_all_references,
+    PAD_ID, Splits, Vocab, corpus_path, file_sha256, length_batches, load_pairs, pad_batch, split_fingerprint,
+    split_pairs, with_all_references,
 )
-from pipeline.evaluate.bleu import corpus_bleu, corpus_scores
+from pipeline.evaluate.bleu import corpus_bleu, test_scores
 from pipeline.evaluate.decode import translate
+from pipeline.io import write_json
 from pipeline.models.transformer import Transformer, make_transformer
 from pipeline.train.runner import epoch_generator, pick_device, progress, seed_everything
 
@@ -26,7 +29,8 @@ def lr_at(step: int, warmup_steps: int, peak: float) -> float:
 
 def build_model(config: MtConfig, src_vocab: int, tgt_vocab: int, device: torch.device) -> Transformer:
     return make_transformer(src_vocab, tgt_vocab, config.d_model, config.heads, config.layers, config.d_ff,
-                            config.dropout, config.tie_embeddings).to(device)
+                            config.dropout, config.tie_embeddings,
+                            max_positions=max(config.max_tokens, config.max_len) + 2).to(device)
 
 
 def sequence_loss(model: Transformer, src: torch.Tensor, tgt: torch.Tensor, label_smoothing: float) -> torch.Tensor:
@@ -36,17 +40,40 @@ def sequence_loss(model: Transformer, src: torch.Tensor, tgt: torch.Tensor, labe
                            label_smoothing=label_smoothing)
 
 
+def load_splits(config: MtConfig) -> tuple[Splits, dict]:
+    """The run's train / validation / test pairs, and the fingerprints that identify them."""
+    splits = split_pairs(load_pairs(config.corpus, config.corpus_limit, config.max_tokens), config.val_frac,
+                         config.test_frac, config.seed)
+    return splits, {"corpus_sha256": file_sha256(corpus_path(config.corpus)),
+                    "split_fingerprint": split_fingerprint(splits)}
+
+
+def check_fingerprints(saved: dict, current: dict, checkpoint: Path, corpus: str) -> None:
+    """Refuse to go on with a corpus or split other than the one the checkpoint was trained on."""
+    for key, what in (("corpus_sha256", "corpus file"), ("split_fingerprint", "split of the corpus")):
+        if saved.get(key) != current[key]:
+            raise PipelineError(
+                f"{checkpoint} was trained on a {what} with {key} {saved.get(key)}, but {corpus_path(corpus)} now "
+                f"gives {current[key]}: its test sentences may have been seen in training. Restore that corpus, "
+                "or train a new run on this one."
+            )
+
+
+REPORT_EVERY = 20  # steps between progress-bar readings of the running loss (each one waits for the device)
+
+
 class MtTask:
     """The Transformer on a translation corpus, as the shared epoch loop drives it."""
 
-    def __init__(self, config: MtConfig, paths: Paths, device: torch.device | None = None):
+    precision = "fp32"
+
+    def __init__(self, config: MtConfig, paths: Paths):
         self.config = config
-        self.device = device or pick_device()
+        self.device = pick_device(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
-        splits = split_pairs(load_pairs(config.corpus, config.corpus_limit), config.val_frac,
-                             config.test_frac, config.seed)
+        splits, self.fingerprints = load_splits(config)
         self.src_vocab = Vocab.build([s for s, _ in splits.train], config.min_freq)
         self.tgt_vocab = Vocab.build([t for _, t in splits.train], config.min_freq)
         self.train_ids = [(self.src_vocab.encode(s), self.tgt_vocab.encode(t)) for s, t in splits.train]
@@ -67,10 +94,11 @@ class MtTask:
         model.train()
         lengths = [(len(s), len(t)) for s, t in self.train_ids]
         batches = length_batches(lengths, config.tokens_per_batch, epoch_generator(config.seed, epoch))
-        loss_sum = tokens = 0
+        loss_sum = torch.zeros((), device=self.device)  # summed on the device, read every REPORT_EVERY steps
+        tokens = 0
         t0 = time.perf_counter()
         with progress(sum(s + t for s, t in lengths), f"mt epoch {epoch + 1}", "tok") as bar:
-            for batch in batches:
+            for step, batch in enumerate(batches, 1):
                 src, tgt = self._tensors([self.train_ids[i] for i in batch])
                 lr = lr_at(self.step, config.warmup_steps, config.lr)
                 for group in self.optimizer.param_groups:
@@ -81,15 +109,16 @@ class MtTask:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
                 self.optimizer.step()
                 self.step += 1
-                n = int((tgt[:, 1:] != PAD_ID).sum())
-                loss_sum += loss.item() * n
+                words = sum(lengths[i][0] + lengths[i][1] for i in batch)  # source + target words
+                n = sum(lengths[i][1] for i in batch) + len(batch)  # predicted tokens: target words and <eos>
+                loss_sum += loss.detach() * n
                 tokens += n
-                real = int((src != PAD_ID).sum()) + n - len(batch)  # source + target words, <eos> excluded
-                bar.update(real)
-                bar.set_postfix(loss=f"{loss_sum / tokens:.3f}", lr=f"{lr:.2e}")
+                bar.update(words)
+                if step % REPORT_EVERY == 0:
+                    bar.set_postfix(loss=f"{loss_sum.item() / tokens:.3f}", lr=f"{lr:.2e}")
         seconds = time.perf_counter() - t0
         return {
-            "train_loss": loss_sum / max(tokens, 1),
+            "train_loss": loss_sum.item() / max(tokens, 1),
             "lr": lr,
             "tokens_per_s": bar.n / seconds,
             "train_s": round(seconds, 2),
@@ -105,32 +134,26 @@ class MtTask:
             return {}
         self.model.eval()
         ids = [(self.src_vocab.encode(s), self.tgt_vocab.encode(t)) for s, t in self.val_pairs]
-        loss_sum = tokens = 0
+        loss_sum, tokens = torch.zeros((), device=self.device), 0
         for start in range(0, len(ids), 256):
             src, tgt = self._tensors(ids[start:start + 256])
-            n = int((tgt[:, 1:] != PAD_ID).sum())
-            loss_sum += sequence_loss(self.model, src, tgt, self.config.label_smoothing).item() * n
+            n = sum(len(t) + 1 for _, t in ids[start:start + 256])
+            loss_sum += sequence_loss(self.model, src, tgt, self.config.label_smoothing) * n
             tokens += n
         hypotheses = self._translate(self.val_sources)
-        return {"val_loss": loss_sum / tokens, "val_bleu": corpus_bleu(hypotheses, self.val_references)}
+        return {"val_loss": loss_sum.item() / tokens, "val_bleu": corpus_bleu(hypotheses, self.val_references)}
 
-    def test(self) -> dict:
+    def test(self, run_dir: Path) -> dict:
+        """Decode and score the test split once; the decodes are kept beside final.json for evaluation."""
         greedy = self._translate(self.test_sources)
         t0 = time.perf_counter()
         beam = self._translate(self.test_sources, self.config.beam_size)
-        scores = corpus_scores(beam, self.test_references)
-        return {
-            "test_bleu": scores["bleu"],
-            "test_bleu_ci95": scores.get("bleu_ci95"),
-            "test_chrf": scores["chrf"],
-            "test_ter": scores["ter"],
-            "test_greedy_bleu": corpus_bleu(greedy, self.test_references),
-            "bleu_signature": scores["bleu_signature"],
-            "chrf_signature": scores["chrf_signature"],
-            "ter_signature": scores["ter_signature"],
-            "test_sentences": len(self.test_sources),
-            "beam_s": round(time.perf_counter() - t0, 2),
-        }
+        beam_s = time.perf_counter() - t0
+        write_json(run_dir / f"{TEST_OUTPUTS}.json", [
+            {"source": s, "references": r, "greedy": g, "beam": b}
+            for s, r, g, b in zip(self.test_sources, self.test_references, greedy, beam)
+        ])
+        return {**test_scores(greedy, beam, self.test_references), "beam_s": round(beam_s, 2)}
 
     def state_dict(self) -> dict:
         return {
@@ -139,9 +162,11 @@ class MtTask:
             "step": self.step,
             "src_vocab": self.src_vocab.itos,
             "tgt_vocab": self.tgt_vocab.itos,
+            **self.fingerprints,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, checkpoint: Path) -> None:
+        check_fingerprints(state, self.fingerprints, checkpoint, self.config.corpus)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -18,22 +19,34 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.config import CHECKPOINT, CONFIG, FINAL, METRICS, PROVENANCE, REPO, PipelineError
+from pipeline.config import CHECKPOINT, CONFIG, FINAL, METRICS, PROVENANCE, REPO, TEST_OUTPUTS, PipelineError
 from pipeline.io import append_jsonl, atomic_path, read_json, read_jsonl, write_json, write_text
 
-def pick_device() -> torch.device:
-    """CUDA, then Apple's MPS, then the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """The device asked for, or with "auto": CUDA, then Apple's MPS, then the CPU."""
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps}
+    if requested == "auto":
+        return torch.device("cuda" if available["cuda"] else "mps" if mps else "cpu")
+    if not available.get(requested, False):
+        raise PipelineError(f"--device {requested} was asked for, but this machine's torch has no {requested} "
+                            "device; use --device auto to take what is there.")
+    return torch.device(requested)
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on the CPU, fp16 on CUDA; off elsewhere."""
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype, enabled=enabled and device.type in ("cpu", "cuda"))
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """"auto" -> bf16 on the CPU, fp16 on CUDA, fp32 elsewhere (autocast has no kernels for MPS here)."""
+    if requested != "auto":
+        return requested
+    return {"cpu": "bf16", "cuda": "fp16"}.get(device.type, "fp32")
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast to bf16 or fp16 where the device supports it; otherwise a context that changes nothing."""
+    if precision == "fp32" or device.type not in ("cpu", "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def seed_everything(seed: int) -> None:
@@ -62,17 +75,26 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _processor_name() -> str:
+def _cpu_info() -> tuple[str, list[str]]:
+    """The processor's model name and its flags, from /proc/cpuinfo where there is one."""
+    name, flags = "", []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not name:
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = value.split()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return name or platform.processor() or platform.machine(), flags
 
 
-def provenance(seed: int, device: torch.device) -> dict:
+# The CPU features that decide how fast bf16 and fp32 training run.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def provenance(seed: int, device: torch.device, precision: str, channels_last: bool | None = None) -> dict:
     """Who, what and where of a run: enough to reproduce it or to explain a difference."""
     versions = {}
     for package in ("torch", "torchvision", "numpy", "sacrebleu", "matplotlib", "seaborn"):
@@ -80,6 +102,7 @@ def provenance(seed: int, device: torch.device) -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
+    cpu, flags = _cpu_info()
     return {
         "seed": seed,
         "git_commit": _git_commit(),
@@ -88,26 +111,31 @@ def provenance(seed: int, device: torch.device) -> dict:
         "packages": versions,
         "platform": platform.platform(),
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _processor_name(),
-        "cpu_count": torch.get_num_threads(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
+        "cpu": cpu,
+        "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
+        "threads": torch.get_num_threads(),
+        "precision": precision,
+        **({"channels_last": channels_last} if channels_last is not None else {}),
     }
 
 
 class Task(Protocol):
-    """One experiment as the epoch loop sees it."""
+    """One model's training as the epoch loop sees it."""
 
     config: object
     device: torch.device
+    precision: str
 
     def train_one_epoch(self, epoch: int) -> dict: ...
 
     def evaluate(self) -> dict: ...
 
-    def test(self) -> dict: ...
+    def test(self, run_dir: Path) -> dict: ...
 
     def state_dict(self) -> dict: ...
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict, checkpoint: Path) -> None: ...
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -116,13 +144,38 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """A checkpoint written by `run`, or a PipelineError naming the file."""
+    """A checkpoint written by `run`, or a PipelineError naming the file. Only tensors and plain
+    containers are read (weights_only): a checkpoint from elsewhere cannot run code."""
     if not path.is_file():
-        raise PipelineError(f"{path} is missing: train the model first (make train-{path.parent.name}).")
+        raise PipelineError(f"{path} is missing: train the model first "
+                            f"(make train-{path.parent.parent.name}).")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise PipelineError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); train again.") from None
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many kinds for a damaged or foreign file
+        raise PipelineError(f"{path} is not a readable checkpoint of this project ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}); train again.") from None
+
+
+def rng_state() -> dict:
+    """Every random number generator a run draws from, in types a weights_only load accepts."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": position,
+                  "has_gauss": has_gauss, "gauss": gauss},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["gauss"]))
 
 
 def _fmt(record: dict) -> str:
@@ -138,29 +191,33 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
     if resume and checkpoint.is_file():
         state = load_checkpoint(checkpoint)
         if state["config"] != dataclasses.asdict(config):
+            changed = sorted(k for k, v in dataclasses.asdict(config).items() if state["config"].get(k) != v)
             raise PipelineError(
-                f"{checkpoint} was trained with a different config; resume with the same options, "
-                "or start over without --resume."
+                f"{checkpoint} was trained with a different config ({', '.join(changed)} differ); resume with "
+                "the same options, or start over without --resume."
             )
-        task.load_state_dict(state["task"])
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        task.load_state_dict(state["task"], checkpoint)
+        set_rng_state(state["rng"])
         start_epoch, elapsed = state["epoch"] + 1, state["elapsed"]
-        # Drop lines of an epoch that was logged but never checkpointed.
-        kept = [r for r in read_jsonl(metrics) if r["epoch"] < start_epoch] if metrics.exists() else []
+        # Drop lines of an epoch that was logged but never checkpointed, and a line torn by a crash.
+        kept = [r for r in read_jsonl(metrics, drop_torn_tail=True) if r["epoch"] < start_epoch] \
+            if metrics.exists() else []
         write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
         print(f"resuming {model_name} from {checkpoint} after epoch {state['epoch'] + 1}")
     else:
-        for stale in (checkpoint, metrics, run_dir / FINAL):
+        for stale in [checkpoint, metrics, run_dir / FINAL, *run_dir.glob(TEST_OUTPUTS + ".*")]:
             stale.unlink(missing_ok=True)
         write_json(run_dir / CONFIG, {"model": model_name, **dataclasses.asdict(config)})
-        write_json(run_dir / PROVENANCE, provenance(config.seed, task.device))
+        write_json(run_dir / PROVENANCE, provenance(config.seed, task.device, task.precision,
+                                                    getattr(config, "channels_last", None)))
 
     try:
         for epoch in range(start_epoch, config.epochs):
             t0 = time.perf_counter()
-            record = {"epoch": epoch, **task.train_one_epoch(epoch), **task.evaluate()}
+            record = {"epoch": epoch, **task.train_one_epoch(epoch)}
+            t1 = time.perf_counter()
+            record.update(task.evaluate())
+            record["eval_s"] = round(time.perf_counter() - t1, 2)
             elapsed += time.perf_counter() - t0
             record["elapsed_s"] = round(elapsed, 2)
             append_jsonl(metrics, record)
@@ -171,8 +228,7 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
                 "config": dataclasses.asdict(config),
                 "seed": config.seed,
                 "task": task.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                        "numpy": np.random.get_state()},
+                "rng": rng_state(),
             })
             print(f"[{model_name}] epoch {epoch + 1}/{config.epochs}  {_fmt(record)}", flush=True)
     except KeyboardInterrupt:
@@ -182,7 +238,7 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
         ) from None
 
     t0 = time.perf_counter()
-    final = task.test()
+    final = task.test(run_dir)
     final.update(train_wall_s=round(elapsed, 2), test_wall_s=round(time.perf_counter() - t0, 2))
     write_json(run_dir / FINAL, final)
     info = read_json(run_dir / PROVENANCE, "provenance file")

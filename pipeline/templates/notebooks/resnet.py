@@ -2,7 +2,7 @@
 # # ResNet-18 results, dug further
 #
 # This notebook is executed by the pipeline (`make report`) against the current run: it
-# reads the saved test predictions (`runs/cls/eval/predictions.npz`) and the metrics file,
+# reads the saved test predictions (`runs/cls/main/eval/predictions.npz`) and the metrics file,
 # recomputes the headline number from the raw logits, and looks at calibration and top-2
 # accuracy, which the main page does not show.
 
@@ -16,7 +16,7 @@ import numpy as np
 
 root = Path(os.environ.get("PIPELINE_ROOT", "."))
 metrics = json.loads((root / "site_assets/cls/metrics.json").read_text())
-with np.load(root / "runs/cls/eval/predictions.npz") as data:
+with np.load(root / "runs/cls/main/eval/predictions.npz") as data:
     logits, labels = data["logits"], data["labels"]
 classes = metrics["classes"]
 print(f"{len(labels)} test images, {logits.shape[1]} classes")

@@ -2,7 +2,7 @@
 # # Transformer results, dug further
 #
 # This notebook is executed by the pipeline (`make report`) against the current run: it
-# reads the decoded test sentences (`runs/mt/eval/decodes.json`), recomputes corpus BLEU
+# reads the decoded test sentences (`runs/mt/main/eval/decodes.json`), recomputes corpus BLEU
 # from them with sacrebleu, and looks at where beam search and greedy decoding disagree
 # and how output length compares with the references.
 
@@ -17,7 +17,7 @@ from sacrebleu.metrics import BLEU
 
 root = Path(os.environ.get("PIPELINE_ROOT", "."))
 metrics = json.loads((root / "site_assets/mt/metrics.json").read_text())
-decodes = json.loads((root / "runs/mt/eval/decodes.json").read_text())
+decodes = json.loads((root / "runs/mt/main/eval/decodes.json").read_text())
 print(f"{len(decodes)} test sentences, {sum(len(d['references']) for d in decodes)} references")
 
 # %% [markdown]

@@ -1,0 +1,75 @@
+"""The Transformer's run: resume, fingerprints of its corpus and split, and the benchmark's guard."""
+
+import json
+
+import pytest
+
+from pipeline.config import Paths, PipelineError, make_config
+from pipeline.train import runner
+from pipeline.train.mt import MtTask
+from tests.conftest import write_tiny_corpus
+
+DETERMINISTIC = ("train_loss", "val_loss", "val_bleu", "lr")
+
+
+@pytest.fixture
+def corpus_root(tmp_path):
+    write_tiny_corpus(tmp_path / "tiny.tsv")
+    return tmp_path
+
+
+def _config(root, *extra):
+    return make_config("mt", "smoke", ["--corpus", str(root / "tiny.tsv"), "--epochs", "3", *extra])
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_reproduces_an_uninterrupted_run(corpus_root, monkeypatch):
+    paths, config = Paths(corpus_root), _config(corpus_root)
+    whole = runner.run(MtTask(config, paths), "mt", corpus_root / "whole")
+
+    interrupted = MtTask(config, paths)
+    train_one_epoch = interrupted.train_one_epoch
+
+    def stop_in_third_epoch(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return train_one_epoch(epoch)
+
+    monkeypatch.setattr(interrupted, "train_one_epoch", stop_in_third_epoch)
+    with pytest.raises(PipelineError, match="--resume"):
+        runner.run(interrupted, "mt", corpus_root / "parts")
+    assert len(_metrics(corpus_root / "parts")) == 2
+
+    resumed = runner.run(MtTask(config, paths), "mt", corpus_root / "parts", resume=True)
+    for a, b in zip(_metrics(corpus_root / "whole"), _metrics(corpus_root / "parts"), strict=True):
+        for key in DETERMINISTIC:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    assert resumed["test_bleu"] == pytest.approx(whole["test_bleu"])
+    outputs = json.loads((corpus_root / "parts" / "test_outputs.json").read_text())
+    assert [d["beam"] for d in outputs] == [d["beam"] for d in
+                                          json.loads((corpus_root / "whole" / "test_outputs.json").read_text())]
+
+
+def test_a_changed_corpus_is_refused_when_resuming_and_evaluating(corpus_root):
+    from pipeline.evaluate.mt import evaluate_mt
+
+    paths, config = Paths(corpus_root), _config(corpus_root, "--epochs", "1")
+    runner.run(MtTask(config, paths), "mt", paths.run("mt"))
+    corpus = corpus_root / "tiny.tsv"
+    corpus.write_text(corpus.read_text() + "nous sommes prets .\twe are ready .\n", encoding="utf-8")
+    with pytest.raises(PipelineError, match=r"corpus_sha256 \w+, but .*tiny\.tsv now gives \w+"):
+        evaluate_mt(paths)
+    with pytest.raises(PipelineError, match="trained on a corpus file"):
+        runner.run(MtTask(config, paths), "mt", paths.run("mt"), resume=True)
+
+
+def test_bench_refuses_a_finished_run_of_another_config(corpus_root):
+    from pipeline.bench import bench
+
+    paths, config = Paths(corpus_root), _config(corpus_root, "--epochs", "1")
+    runner.run(MtTask(config, paths), "mt", paths.run("mt"))
+    with pytest.raises(PipelineError, match="other values of epochs, lr than asked for"):
+        bench("mt", _config(corpus_root, "--epochs", "2", "--lr", "0.002"), paths.run("mt"), paths)
