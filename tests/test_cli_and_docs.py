@@ -1,0 +1,112 @@
+"""What a user reads and types: the option parser, make help, the README, the packaging, the workflows."""
+
+import dataclasses
+import importlib.metadata
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import yaml
+
+from pipeline.__main__ import build_parser, main
+from pipeline.config import CONFIGS, REPO, PipelineError, field_help, make_config, options_table
+
+README = (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize("model", list(CONFIGS))
+def test_help_lists_every_field_with_type_default_and_meaning(model, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", model, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    helps = field_help(CONFIGS[model])
+    for field in dataclasses.fields(CONFIGS[model]):
+        kind = field.type if isinstance(field.type, str) else field.type.__name__
+        assert f"--{field.name} {kind.upper()} {helps[field.name]} (default: {field.default})" in text, field.name
+        assert helps[field.name], f"{field.name} has no comment in pipeline/config.py"
+
+
+def test_both_option_spellings_and_a_suggestion_for_a_misspelt_one(capsys):
+    config = make_config("cls", "full", ["--epochs=3", "--lr", "0.2", "--test_tta", "false"])
+    assert (config.epochs, config.lr, config.test_tta) == (3, 0.2, False)
+    assert main(["train", "cls", "--label_smothing", "0.1"]) == 2
+    assert "unknown option '--label_smothing'. Did you mean --label_smoothing?" in capsys.readouterr().err
+    with pytest.raises(PipelineError, match=r"unknown option '--lable_smoothing'\. Did you mean --label_smoothing\?"):
+        make_config("mt", "full", ["--lable_smoothing", "0.2"])
+    with pytest.raises(PipelineError, match="--epoch"):
+        make_config("cls", "full", ["--epoch", "3"])  # no silent abbreviation
+
+
+def test_readme_lists_exactly_the_targets_of_make_help():
+    out = subprocess.run(["make", "help", "BIN=/nonexistent"], cwd=REPO, capture_output=True, text=True, check=True)
+    from_make = [tuple(line.strip().removeprefix("make ").split(None, 1)) for line in out.stdout.splitlines()]
+    section = README.split("## Make targets", 1)[1].split("\n## ", 1)[0]
+    from_readme = re.findall(r"^\| `make ([\w-]+)` \| (.+) \|$", section, flags=re.M)
+    assert from_readme == from_make
+
+
+@pytest.mark.parametrize("model", list(CONFIGS))
+def test_readme_option_tables_are_the_config_fields(model):
+    assert options_table(model) in README
+
+
+def _imported_top_level_modules() -> set[str]:
+    names = set()
+    for path in (REPO / "pipeline").rglob("*.py"):
+        for match in re.finditer(r"^\s*(?:from|import) ([A-Za-z_]\w*)", path.read_text(), flags=re.M):
+            names.add(match.group(1))
+    return names - set(sys.stdlib_module_names) - {"pipeline"}
+
+
+def test_every_imported_package_is_declared():
+    declared = {re.split(r"[<>=!\[ ;]", req)[0].lower().replace("_", "-")
+                for req in importlib.metadata.requires("dl-report") or []}
+    providers = importlib.metadata.packages_distributions()
+    for module in _imported_top_level_modules():
+        distributions = {d.lower().replace("_", "-") for d in providers.get(module, [])}
+        assert distributions & declared, f"{module} is imported by pipeline/ but no dependency provides it"
+
+
+def test_make_installs_only_into_its_own_venv():
+    dry = subprocess.run(["make", "-n", "report", "BIN=/some/env/bin", "ROOT=/nonexistent"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert "pip install" not in dry.stdout and "/some/env/bin/python -m pipeline train" in dry.stdout
+    dry = subprocess.run(["make", "-n", "-B", "setup", "VENV=/tmp/elsewhere"], cwd=REPO, capture_output=True,
+                         text=True)
+    assert "pip install" in dry.stdout and "/tmp/elsewhere" not in dry.stdout and ".venv/bin/python -m pip" in dry.stdout
+
+
+def test_workflows_test_on_push_and_build_the_site_from_the_projects_metadata():
+    tests = yaml.safe_load((REPO / ".github" / "workflows" / "test.yml").read_text())
+    assert {"push", "pull_request"} <= set(tests[True])  # YAML reads the key `on` as True
+    assert any(step.get("run", "").strip() == "make test" for job in tests["jobs"].values() for step in job["steps"])
+    site = (REPO / ".github" / "workflows" / "site.yml").read_text()
+    assert "['optional-dependencies']['site']" in site and "mkdocs>=" not in site
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^license = "MIT"$', pyproject, flags=re.M) and 'setuptools>=77' in pyproject
+
+
+def test_an_installed_wheel_renders_the_pages(tmp_path):
+    """Templates ship as package data: the pages render from an installed copy, no checkout needed."""
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
+                            str(REPO)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "deprecated" not in (built.stdout + built.stderr).lower()
+    (wheel,) = (tmp_path / "dist").glob("dl_report-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        archive.extractall(tmp_path / "installed")
+    assert "pipeline/templates/insights.md.j2" in names and "pipeline/templates/notebooks/resnet.py" in names
+    root = tmp_path / "root"
+    shutil.copytree(REPO / "site_assets", root / "site_assets")
+    rendered = subprocess.run([sys.executable, "-c", "import pipeline, sys; from pipeline.report.pages import "
+                               "render_pages; from pipeline.config import Paths; "
+                               f"assert pipeline.__file__.startswith({str(tmp_path / 'installed')!r}); "
+                               f"render_pages(Paths(__import__('pathlib').Path({str(root)!r})))"],
+                              cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "installed"), "PATH": "/usr/bin:/bin"},
+                              capture_output=True, text=True)
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    assert (root / "docs" / "generated" / "insights.md").read_text().startswith("# Key insights")
