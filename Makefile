@@ -30,6 +30,14 @@ CLS_EVAL := $(ROOT)/site_assets/cls/metrics.json
 MT_EVAL := $(ROOT)/site_assets/mt/metrics.json
 CLS_FIGURES := $(ROOT)/site_assets/cls/figures.json
 MT_FIGURES := $(ROOT)/site_assets/mt/figures.json
+EXPERIMENT_RESULTS := $(ROOT)/site_assets/experiments/index.json
+EXPERIMENT_FIGURES := $(ROOT)/site_assets/experiments/figures.json
+# What the comparison stage reads: every finished run and analysis there is when Make starts.
+FINISHED := $(wildcard $(ROOT)/runs/*/*/final.json $(ROOT)/runs/cls/analyses/*.json)
+NAMES ?=
+# The experiments file (the tests point it at a tiny one).
+EXPERIMENTS ?= experiments.yaml
+export PIPELINE_EXPERIMENTS := $(abspath $(EXPERIMENTS))
 MANIFEST := $(ROOT)/site_assets/manifest.json
 PAGES := $(ROOT)/docs/generated/home.md
 NOTEBOOKS := $(ROOT)/docs/generated/notebooks/resnet.ipynb
@@ -56,7 +64,7 @@ train: $(CLS_RUN) $(MT_RUN) ## train both models (resumes an interrupted run)
 
 train-cls: $(CLS_RUN) ## train ResNet-18 on CIFAR-10 (PROFILE=smoke for seconds; CLS_ARGS="--epochs 3")
 
-train-mt: $(MT_RUN) ## train the Transformer on toy French->English (MT_ARGS="--epochs 5")
+train-mt: $(MT_RUN) ## train the Transformer on toy French->English (MT_ARGS="--corpus short")
 
 $(CLS_RUN): | $(SETUP)
 	$(PY) -m pipeline train cls --resume --profile $(PROFILE) $(CLS_ARGS)
@@ -76,10 +84,20 @@ $(CLS_FIGURES): $(CLS_EVAL) $(wildcard pipeline/figures/*.py)
 $(MT_FIGURES): $(MT_EVAL) $(wildcard pipeline/figures/*.py)
 	$(PY) -m pipeline figures mt
 
-figures: $(MANIFEST) ## evaluate both runs and draw every figure into site_assets/ (+ manifest.json)
+$(EXPERIMENT_RESULTS): $(EXPERIMENTS) $(FINISHED) $(CLS_EVAL) $(MT_EVAL)
+	$(PY) -m pipeline compare
 
-$(MANIFEST): $(CLS_FIGURES) $(MT_FIGURES)
+$(EXPERIMENT_FIGURES): $(EXPERIMENT_RESULTS) $(wildcard pipeline/figures/*.py)
+	$(PY) -m pipeline figures experiments
+
+figures: $(MANIFEST) ## evaluate both runs, compare the experiments, draw every figure into site_assets/
+
+$(MANIFEST): $(CLS_FIGURES) $(MT_FIGURES) $(EXPERIMENT_FIGURES)
 	$(PY) -m pipeline manifest
+
+experiments: $(CLS_EVAL) $(MT_EVAL) ## train the missing runs of experiments.yaml (NAMES="masks seeds-mt" for some), then compare
+	$(PY) -m pipeline experiments $(NAMES)
+	$(MAKE) --no-print-directory $(EXPERIMENT_FIGURES)
 
 pages: $(PAGES) $(NOTEBOOKS) ## render the templates into docs/generated/ and execute the notebooks
 
@@ -95,7 +113,7 @@ $(SHIM):
 	elif [ -n "$(NPM_REQUIRED)" ]; then echo "npm is not installed: install Node.js and npm, then run make offline-search." >&2; exit 1; \
 	else echo "note: no npm, so no search from file:// (search works under make serve); install npm, then make offline-search."; fi
 
-$(PAGES): $(MANIFEST) $(wildcard pipeline/templates/*.j2) pipeline/report/pages.py | $(SHIM)
+$(PAGES): $(MANIFEST) $(wildcard pipeline/templates/*.j2 pipeline/templates/experiments/*.j2) pipeline/report/pages.py | $(SHIM)
 	$(PY) -m pipeline pages
 
 $(NOTEBOOKS): $(MANIFEST) $(wildcard pipeline/templates/notebooks/*.py)
@@ -121,7 +139,8 @@ bench-mt: $(SETUP) ## train the default Transformer run and print its table and 
 test: $(SETUP) ## run the test suite (fast, CPU, no real data)
 	$(PY) -m pytest -q
 
-clean: ## remove runs and the built site (keeps .venv, data and the committed report)
-	rm -rf $(ROOT)/runs $(ROOT)/site
+clean: ## remove the main runs, every checkpoint and the built site (keeps the committed report and experiment metrics)
+	rm -rf $(ROOT)/runs/*/main $(ROOT)/site
+	find $(ROOT)/runs -depth \( -name checkpoint.pt -o -name 'test_outputs.*' -o -name eval \) -exec rm -rf {} + 2>/dev/null || true
 
-.PHONY: help setup report train train-cls train-mt figures pages offline-search site serve deploy bench-cls bench-mt test clean
+.PHONY: help setup report train train-cls train-mt figures experiments pages offline-search site serve deploy bench-cls bench-mt test clean

@@ -1,6 +1,7 @@
 """Command line: python -m pipeline STAGE [MODEL] [options]; `python -m pipeline STAGE MODEL --help` lists them.
 
-stages: train MODEL, bench MODEL, evaluate MODEL, figures MODEL, manifest, pages, notebooks
+stages: train MODEL, bench MODEL, experiments [NAME ...], evaluate MODEL, compare, figures MODEL|experiments,
+        manifest, pages, notebooks
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ def build_parser() -> OptionParser:
             if stage == "train":
                 sub.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
             add_config_options(sub, model)
-    for stage, what in (("evaluate", "score a run's test outputs, draw Grad-CAM / attention data"),
-                        ("figures", "draw a model's figures into site_assets/MODEL/")):
-        sub = stages.add_parser(stage, help=what)
-        sub.add_argument("model", choices=list(CONFIGS))
+    sub = stages.add_parser("experiments", help="train the missing runs of experiments.yaml (resumes), then compare")
+    sub.add_argument("names", nargs="*", metavar="NAME", help="only these experiments (default: all)")
+    sub = stages.add_parser("evaluate", help="evaluate a model's main run: predictions, Grad-CAM, decodes, attention")
+    sub.add_argument("model", choices=list(CONFIGS))
+    sub = stages.add_parser("figures", help="draw a model's figures into site_assets/MODEL/, or the experiments'")
+    sub.add_argument("model", choices=[*CONFIGS, "experiments"])
+    stages.add_parser("compare", help="compare the finished runs of every experiment into site_assets/experiments/")
     for stage, what in (("manifest", "list every figure and headline number in site_assets/manifest.json"),
                         ("pages", "render the templates into docs/generated/"),
                         ("notebooks", "execute the notebooks into docs/generated/notebooks/")):
@@ -53,6 +57,18 @@ def _run(args: argparse.Namespace) -> None:
             from pipeline.bench import bench
 
             bench(args.model, config, paths.run(args.model, args.name), paths)
+    elif args.stage in ("experiments", "compare"):
+        from pipeline.experiments import compare_all, load_experiments, train_missing
+
+        experiments = load_experiments()
+        if args.stage == "experiments":
+            unknown = set(args.names) - {e.name for e in experiments}
+            if unknown:
+                raise PipelineError(f"No experiment named {', '.join(sorted(unknown))} in experiments.yaml; it has "
+                                    f"{', '.join(e.name for e in experiments)}.")
+            train_missing(paths, [e for e in experiments if not args.names or e.name in args.names])
+        print(f"{len(compare_all(paths, experiments))} experiments with finished runs in "
+              f"{paths.site_assets / 'experiments'}")
     elif args.stage == "evaluate":
         from pipeline.evaluate import evaluate
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import torch
 
-from pipeline.config import CONFIG, FINAL, METRICS, Paths, PipelineError
+from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineError
 from pipeline.io import read_json, read_jsonl
 from pipeline.train import train
+from pipeline.train.runner import SPEED_FLAGS
 
-BASELINE_STEPS = 30  # timed steps per recipe, after a few warm-up steps
-WARMUP_STEPS = 3
+BASELINE_STEPS = 30  # timed steps per recipe, in ROUNDS alternating rounds, each after WARMUP_STEPS untimed ones
+ROUNDS = 2
+WARMUP_STEPS = 2
 
 
 def _train(model: str, config, run_dir: Path, paths: Paths) -> tuple[list[dict], dict]:
@@ -39,27 +40,18 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
 
 
-def _steps_per_second(step, steps: int) -> float:
-    for _ in range(WARMUP_STEPS):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps / (time.perf_counter() - t0)
-
-
-def _baseline_rates(config, steps: int, paths: Paths) -> tuple[float, float, str]:
-    """Images/s of the plain recipe (fp32, NCHW, PIL transforms, DataLoader) and of ours, same batch size."""
+def _baseline_rates(config, precision: str, paths: Paths) -> tuple[float, float]:
+    """Images/s at 32 px of the plain recipe (fp32, NCHW, PIL transforms, DataLoader) and of ours, same batch
+    size, timed in alternation (plain, ours, plain, ours) so that a drifting machine hurts both alike."""
     import torch.nn.functional as F
     import torchvision.transforms as T
     from PIL import Image
 
     from pipeline.data.cifar10 import MEAN, STD, augment, load_cifar10
     from pipeline.train.cls import build_model, prepare
-    from pipeline.train.runner import autocast, pick_device, resolve_precision
+    from pipeline.train.runner import autocast, pick_device, steps_per_second
 
     device = pick_device(config.device)
-    precision = resolve_precision(config.precision, device)
     data = load_cifar10(paths.data)
     images, labels = data.train_images.permute(0, 2, 3, 1).numpy(), data.train_labels
     transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
@@ -98,25 +90,50 @@ def _baseline_rates(config, steps: int, paths: Paths) -> tuple[float, float, str
         loss.backward()
         ours_opt.step()
 
-    plain_rate = _steps_per_second(plain_step, steps) * config.batch_size
-    our_rate = _steps_per_second(our_step, steps) * config.batch_size
-    return plain_rate, our_rate, precision
+    rates = {"plain": [], "ours": []}
+    for _ in range(ROUNDS):
+        for name, step in (("plain", plain_step), ("ours", our_step)):
+            rates[name].append(steps_per_second(step, BASELINE_STEPS // ROUNDS, WARMUP_STEPS) * config.batch_size)
+    return sum(rates["plain"]) / ROUNDS, sum(rates["ours"]) / ROUNDS
+
+
+def images_until(records: list[dict], accuracy: float) -> tuple[int, float] | None:
+    """Training images seen, and wall seconds, until validation accuracy first reached `accuracy`."""
+    seen = 0
+    for r in records:
+        seen += r["images"]
+        if r.get("val_accuracy", 0) >= accuracy:
+            return seen, r["elapsed_s"]
+    return None
 
 
 def bench(model: str, config, run_dir: Path, paths: Paths) -> None:
     records, final = _train(model, config, run_dir, paths)
+    provenance = read_json(run_dir / PROVENANCE, "provenance file")
+    print(f"machine: {provenance['device_name']} ({provenance['device']}), {provenance['threads']} threads, "
+          f"flags that set the speed: {', '.join(provenance['cpu_flags']) or 'none of ' + ', '.join(SPEED_FLAGS)}")
     if model == "cls":
+        layout = "channels_last" if config.channels_last else "NCHW"
+        probe = provenance.get("probe_images_per_s")
+        print(f"chosen: {provenance['precision']}, {layout}"
+              + (f" (probe, images/s: {', '.join(f'{k} {v}' for k, v in probe.items())})" if probe else ""))
         rows = [[r["epoch"] + 1, r["resolution"], f"{r['train_s']:.0f}", f"{r['images_per_s']:.1f}",
-                 f"{100 * r.get('val_accuracy', float('nan')):.2f}"] for r in records]
-        print(_table(["epoch", "pixels", "wall s", "images/s", "val acc %"], rows))
+                 f"{r.get('eval_s', 0):.0f}", f"{100 * r.get('val_accuracy', float('nan')):.2f}",
+                 f"{r['elapsed_s'] / 60:.1f}"] for r in records]
+        print(_table(["epoch", "pixels", "train s", "images/s", "val s", "val acc %", "elapsed min"], rows))
+        reached = images_until(records, 0.80)
+        print("validation accuracy first reached 80% after "
+              + (f"{reached[0]:,} training images, {reached[1] / 60:.1f} min" if reached else "— (never)"))
+        evaluation = sum(r.get("eval_s", 0) for r in records)
+        print(f"validation took {evaluation:.0f} s of {final['train_wall_s']:.0f} s "
+              f"({100 * evaluation / final['train_wall_s']:.1f}%)")
         print(f"test accuracy: {100 * final['test_accuracy']:.2f}% on {final['test_images']} images; "
               f"training wall time {final['train_wall_s'] / 60:.1f} min")
-        print(f"\ntiming {BASELINE_STEPS} steps of batch {config.batch_size} at 32x32 for each recipe ...")
-        plain, ours, precision = _baseline_rates(config, BASELINE_STEPS, paths)
-        layout = "channels_last" if config.channels_last else "NCHW"
+        print(f"\ntiming {BASELINE_STEPS} steps of batch {config.batch_size} at 32x32 for each recipe, alternating ...")
+        plain, ours = _baseline_rates(config, provenance["precision"], paths)
         print(_table(["recipe", "images/s"], [
             ["plain: fp32, NCHW, PIL transforms, DataLoader", f"{plain:.1f}"],
-            [f"ours: {layout}, {precision}, batch augmentation on the device", f"{ours:.1f}"],
+            [f"ours: {layout}, {provenance['precision']}, batch augmentation on the device", f"{ours:.1f}"],
         ]))
         print(f"throughput ratio: {ours / plain:.2f}x")
     elif model == "mt":
@@ -127,6 +144,7 @@ def bench(model: str, config, run_dir: Path, paths: Paths) -> None:
         print(f"test BLEU {final['test_bleu']:.2f} ± {final['test_bleu_ci95']}  ({final['bleu_signature']})")
         print(f"test chrF {final['test_chrf']:.2f}  ({final['chrf_signature']})")
         print(f"test TER  {final['test_ter']:.2f}  ({final['ter_signature']})")
+        print(f"test BLEU on lower-cased text {final['test_bleu_lowercase']:.2f}  ({final['bleu_lowercase_signature']})")
         print(f"greedy BLEU {final['test_greedy_bleu']:.2f}; beam {config.beam_size} is what the scores above use")
     else:
         raise PipelineError(f"No benchmark for {model!r}.")

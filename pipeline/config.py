@@ -107,29 +107,34 @@ class ClsConfig:
     low_res_epochs: int = 3  # epochs trained on images scaled to low_res pixels
     val_tta: bool = False  # validation also scores each image's mirror image (a second forward pass)
     test_tta: bool = True  # test scores average the logits of each image and its mirror image
+    shortcuts: bool = True  # the residual connection of every block; false gives the plain 18-layer network
     channels_last: bool = True  # NHWC memory format for images and convolution weights
-    precision: str = "auto"  # auto (bf16 on the CPU, fp16 on CUDA, fp32 on MPS), bf16, fp16 or fp32
+    precision: str = "auto"  # auto (on the CPU bf16 where a probe finds it faster, else fp32; fp16 on CUDA), bf16, fp16 or fp32
     threads: int = 0  # torch intra-op threads (0 = torch's default)
 
 
 @dataclass(frozen=True)
 class MtConfig:
-    """Transformer encoder-decoder on toy French->English translation."""
+    """Transformer encoder-decoder on translation: toy French->English by default."""
 
     seed: int = 0  # seeds the split, the initial weights and every epoch's batches
     device: str = "auto"  # auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps
     corpus: str = "toy"  # "toy" (~12k pairs), "short" (~150k pairs) or the path of a UTF-8 file of tab-separated pairs
+    src_lang: str = "French"  # the source language's name, as the pages show it
+    tgt_lang: str = "English"  # the target language's name, as the pages show it
     corpus_limit: int = 0  # keep only this many pairs after filtering (0 = all); for smoke runs
-    max_tokens: int = 64  # pairs with a side longer than this many tokens are dropped at load time
+    vocab_size: int = 4000  # subword pieces per language, learnt on the training split (fewer if it is small)
+    max_tokens: int = 64  # pairs with a side longer than this many subword tokens are dropped when loaded
     val_frac: float = 0.05  # share of the pairs (whole sentence groups) in the validation split
     test_frac: float = 0.05  # share of the pairs (whole sentence groups) in the test split
-    min_freq: int = 2  # tokens seen fewer times in training become the unknown token
     d_model: int = 256  # width of every token representation
     heads: int = 4  # attention heads per layer (d_model must divide by it)
     layers: int = 3  # encoder layers = decoder layers
     d_ff: int = 512  # hidden width of the feed-forward sublayers
     dropout: float = 0.1  # dropout probability after attention, feed-forward and embeddings
     tie_embeddings: bool = True  # share target embedding and generator weights
+    causal_mask: bool = True  # decoder self-attention sees earlier positions only; false also shows it the future
+    source_padding_mask: bool = True  # attention never looks at source padding; false lets it
     epochs: int = 16  # passes over the training pairs
     tokens_per_batch: int = 2048  # padded source + target tokens per batch
     lr: float = 1e-3  # peak learning rate after warm-up
@@ -154,13 +159,13 @@ PROFILES: dict[str, dict[str, dict]] = {
         "full": {},
         "smoke": dict(
             corpus_limit=600, d_model=32, heads=2, layers=1, d_ff=64, epochs=2,
-            tokens_per_batch=1024, warmup_steps=10, max_len=12, beam_size=2, min_freq=1,
+            tokens_per_batch=1024, warmup_steps=10, max_len=12, beam_size=2, vocab_size=500,
         ),
     },
 }
 
 CONFIGS = {"cls": ClsConfig, "mt": MtConfig}
-MODEL_TITLES = {"cls": "ResNet-18 on CIFAR-10", "mt": "Transformer on toy French->English"}
+MODEL_TITLES = {"cls": "ResNet-18 on CIFAR-10", "mt": "Transformer on translation (toy French->English by default)"}
 
 
 @cache
@@ -254,7 +259,7 @@ def validate(config):
         raise PipelineError(f"--device must be auto, cpu, cuda or mps, not {config.device!r}.")
     positive = [f.name for f in dataclasses.fields(config) if f.name in
                 ("epochs", "batch_size", "eval_batch_size", "tokens_per_batch", "d_model", "heads", "layers",
-                 "d_ff", "max_len", "beam_size", "max_tokens")]
+                 "d_ff", "max_len", "beam_size", "max_tokens", "vocab_size")]
     for name in positive:
         if getattr(config, name) < 1:
             raise PipelineError(f"--{name} must be at least 1, got {getattr(config, name)}.")

@@ -85,11 +85,68 @@ def path_without(folder: Path, *names: str) -> str:
     return str(folder)
 
 
+GREEK_RUSSIAN = [("Εγώ είμαι", "Я"), ("Εσύ είσαι", "Ты"), ("Αυτός είναι", "Он"), ("Εμείς είμαστε", "Мы")]
+ADJECTIVES_GR_RU = [("ψηλός", "высокий"), ("μικρός", "маленький"), ("χαρούμενος", "весёлый"),
+                    ("κουρασμένος", "усталый"), ("έτοιμος", "готовый"), ("άρρωστος", "больной"),
+                    ("πλούσιος", "богатый"), ("ήρεμος", "спокойный")]
+
+
+def write_greek_russian_corpus(path: Path) -> Path:
+    """A made-up Greek<TAB>Russian file, with accents, apostrophes and punctuation as written."""
+    lines = []
+    for (gr, ru), (gr_adj, ru_adj) in ((s, a) for s in GREEK_RUSSIAN for a in ADJECTIVES_GR_RU):
+        lines.append(f"{gr} {gr_adj}.\t{ru} {ru_adj}.")
+        lines.append(f"{gr} πολύ {gr_adj}!\t{ru} очень {ru_adj}!")
+        lines.append(f"Σ’ το λέω: {gr.lower()} {gr_adj};\tГоворю тебе: {ru.lower()} {ru_adj}?")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+TINY_EXPERIMENTS = """
+tiny-residual:
+  model: cls
+  profile: smoke
+  question: Does removing every shortcut change accuracy on tiny data?
+  metrics: [val_accuracy, test_accuracy]
+  design: ablation
+  control: residual
+  budget: one smoke epoch
+  runs:
+    residual: {}
+    plain: {shortcuts: false}
+seeds-cls:
+  model: cls
+  question: How far does accuracy move with the seed?
+  metrics: [test_accuracy]
+  design: seeds
+  budget: the main run only, so far
+  runs:
+    main: {}
+gradcam:
+  model: cls
+  question: Does Grad-CAM point at the pixels the prediction depends on?
+  metrics: [test_accuracy]
+  design: deletion
+  budget: inference only
+  runs:
+    main: {}
+never-run:
+  model: cls
+  question: Declared, never trained?
+  metrics: [val_accuracy]
+  design: seeds
+  budget: none
+  runs:
+    other: {seed: 5}
+"""
+
+
 def make(target: str, root: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     corpus = root / "tiny.tsv"
     return subprocess.run(
         ["make", target, f"ROOT={root}", "PROFILE=smoke", "CIFAR10_ARCHIVE=", f"BIN={Path(sys.executable).parent}",
-         f"MT_ARGS=--corpus {corpus}", *extra],
+         f"MT_ARGS=--corpus {corpus} --src_lang Greek --tgt_lang Russian", f"EXPERIMENTS={root / 'experiments.yaml'}",
+         *extra],
         cwd=REPO, capture_output=True, text=True, timeout=900, env=env,
     )
 
@@ -101,12 +158,18 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> Paths:
-    """`make report` from nothing, on a PATH with no npm: synthetic CIFAR-10 archive, tiny corpus, smoke profiles."""
+    """`make report` from nothing, on a PATH with no npm: synthetic CIFAR-10 archive, a tiny made-up
+    Greek->Russian corpus, smoke profiles."""
     root = tmp_path_factory.mktemp("root")
     write_cifar_archive(root / "data" / "cifar-10-python.tar.gz", cifar_members(per_batch=40))
-    write_tiny_corpus(root / "tiny.tsv")
+    write_greek_russian_corpus(root / "tiny.tsv")
+    (root / "experiments.yaml").write_text(TINY_EXPERIMENTS)
     committed = committed_digest()
     no_npm = {**os.environ, "PATH": path_without(tmp_path_factory.mktemp("bin"), "npm", "npx")}
+    # `never-run` is not asked for: make report shows what has runs and trains no experiment.
+    result = make("experiments", root, "NAMES=tiny-residual seeds-cls gradcam", env=no_npm)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "[1/2] tiny-residual: tiny-residual-residual" in result.stdout
     result = make("report", root, env=no_npm)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "note: no npm" in result.stdout

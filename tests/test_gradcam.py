@@ -4,13 +4,13 @@ import torch
 from torch import nn
 
 from pipeline.evaluate.gradcam import GradCAM
-from pipeline.models.resnet import make_resnet18
+from pipeline.models.resnet import make_resnet
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    model = make_resnet18()
+    model = make_resnet()
     for m in model.modules():  # undo the zero-init of residual branches, so every block contributes
         if isinstance(m, nn.BatchNorm2d):
             nn.init.uniform_(m.weight, 0.5, 1.5)

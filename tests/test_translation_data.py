@@ -4,8 +4,8 @@ import pytest
 
 from pipeline.config import PipelineError
 from pipeline.data.translation import (
-    Vocab, detokenize, length_batches, load_pairs, normalize, pad_batch, read_tsv, split_pairs, tokenize,
-    with_all_references, UNK_ID,
+    CORPUS, UNK_ID, Tokenizer, group_key, length_batches, load_pairs, normalize, pad_batch, read_tsv, split_pairs,
+    with_all_references,
 )
 from pipeline.evaluate.bleu import corpus_bleu, corpus_scores
 
@@ -15,10 +15,30 @@ def test_normalize_matches_the_tutorial_filter():
     assert normalize("  Élodie a mangé, puis dormi!") == "elodie a mange , puis dormi !"
 
 
-@pytest.mark.parametrize("text", ["i m cold .", "elle a , dit il , faim !", "tu vas bien ?"])
-def test_tokenize_detokenize_round_trip(text):
-    assert detokenize(tokenize(text)) == detokenize(text.split())
-    assert tokenize(detokenize(tokenize(text))) == tokenize(text)
+def test_tokenizer_round_trips_text_as_written_in_any_script_without_unk():
+    train = ["C'est vous les propriétaires.", "Je suis prêt !", "Il est très fatigué.", "Tu es en retard ?"] * 5
+    tokenizer = Tokenizer.train(train, vocab_size=300)
+    for text in ["C'est vous les propriétaires.", "Ελληνικά: «ζώα»!", "Это — тест.", "日本語です", "Naïve café"]:
+        ids = tokenizer.encode(text)
+        assert UNK_ID not in ids and tokenizer.decode(ids) == text
+    assert Tokenizer.train(train, vocab_size=300).model_proto == tokenizer.model_proto  # deterministic
+    assert Tokenizer(tokenizer.model_proto).encode("Je suis prêt !") == tokenizer.encode("Je suis prêt !")
+
+
+def test_group_key_joins_near_duplicates():
+    assert group_key("I'm ready.") == group_key("I'm ready!") == group_key("  i'M   READY ") == "im ready"
+    assert group_key("Élodie est prête.") == group_key("elodie est prete")
+
+
+def test_near_duplicates_never_straddle_splits():
+    pairs = [(f"Je suis prêt {i}.", f"I'm ready {i}.") for i in range(200)]
+    pairs += [(f"Je suis prêt {i} !", f"I'm ready {i}!") for i in range(200)]  # same up to punctuation
+    pairs += [(f"je suis PRET {i}", f"Ready {i}, I am.") for i in range(0, 200, 3)]  # same source up to case/accents
+    splits = split_pairs(pairs, 0.1, 0.1, seed=0)
+    keys = [{group_key(s) for s, _ in part} | {"t:" + group_key(t) for _, t in part}
+            for part in (splits.train, splits.val, splits.test)]
+    assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+    assert splits.test and splits.val
 
 
 def test_split_keeps_shared_sentences_together():
@@ -31,23 +51,19 @@ def test_split_keeps_shared_sentences_together():
     assert split_pairs(pairs, 0.1, 0.1, seed=0) == splits
 
 
-def test_toy_subset_has_the_classic_size_and_no_leaks():
+def test_toy_subset_keeps_its_definition_and_its_text_as_written():
     pairs = load_pairs("toy")
-    assert 12_000 <= len(pairs) <= 12_600
+    assert 12_000 <= len(pairs) <= 12_800
+    assert all(normalize(en).startswith(("i am ", "i m ", "he is", "he s ", "she is", "she s ", "you are", "you re ",
+                                         "we are", "we re ", "they are", "they re ")) for _, en in pairs)
+    corpus_lines = {line.strip() for line in gzip.open(CORPUS, "rt", encoding="utf-8")}
+    assert all(f"{en}\t{fr}" in corpus_lines for fr, en in pairs)  # byte for byte, case and accents kept
+    assert any("'" in en for _, en in pairs) and any(c.isupper() for fr, _ in pairs[:50] for c in fr)
     splits = split_pairs(pairs, 0.05, 0.05, seed=0)
-    test_sources = {s for s, _ in splits.test}
-    assert not test_sources & {s for s, _ in splits.train}
+    test_keys = {group_key(s) for s, _ in splits.test}
+    assert not test_keys & {group_key(s) for s, _ in splits.train}
     sources, references = with_all_references(splits.test)
-    assert len(sources) == len(test_sources) and sum(map(len, references)) == len(splits.test)
-    # References read like the model's detokenised outputs: punctuation attached, as in ordinary text.
-    assert all(" ." not in r and " !" not in r and " ?" not in r for refs in references for r in refs)
-
-
-def test_vocab_min_freq_and_specials():
-    vocab = Vocab.build(["a b b", "b c"], min_freq=2)
-    assert vocab.itos[:5] == ["<pad>", "<bos>", "<eos>", "<unk>", "b"]
-    assert vocab.encode("a b") == [UNK_ID, 4]
-    assert vocab.decode([1, 4, 2, 4]) == ["b"]
+    assert len(sources) == len({s for s, _ in splits.test}) and sum(map(len, references)) == len(splits.test)
 
 
 def test_length_batches_padded_tensors_stay_within_the_budget_and_cover_everything():
@@ -67,11 +83,13 @@ def test_length_batches_padded_tensors_stay_within_the_budget_and_cover_everythi
             assert src.numel() + tgt.numel() <= budget or len(b) == 1, (budget, src.shape, tgt.shape)
 
 
-def test_over_long_pairs_are_dropped_at_load_time_with_a_count(tmp_path, capsys):
-    path = tmp_path / "c.tsv"
-    path.write_text("un deux\tone two\n" + "mot " * 40 + "\tword\nsalut\t" + "hi " * 41 + "\n", encoding="utf-8")
-    assert load_pairs(str(path), max_tokens=10) == [("un deux", "one two")]
-    assert "dropped 2 of 3 pairs" in capsys.readouterr().out
+def test_over_long_pairs_are_dropped_with_a_count(capsys):
+    from pipeline.train.mt import drop_long
+
+    tokenizer = Tokenizer.train(["un deux trois", "one two three"] * 10, vocab_size=300)
+    pairs = [("un deux", "one two"), ("un " * 40, "one"), ("deux", "two " * 41)]
+    assert drop_long(pairs, tokenizer, tokenizer, 10, "test") == [("un deux", "one two")]
+    assert "dropped 2 of 3 test pairs" in capsys.readouterr().out
 
 
 def test_bleu_of_references_against_themselves_is_100():
@@ -118,7 +136,7 @@ def test_wrong_encoding_names_file_and_line(tmp_path):
         read_tsv(path, 0, 1)
 
 
-def test_user_tsv_is_normalised(tmp_path):
+def test_user_tsv_is_read_as_written(tmp_path):
     path = tmp_path / "c.tsv"
-    path.write_text("Bonjour !\tHello!\nMerci.\tThanks.\n", encoding="utf-8")
-    assert load_pairs(str(path)) == [("bonjour !", "hello !"), ("merci .", "thanks .")]
+    path.write_text("Bonjour !\tHello!\nC'est l'été.\tIt's summer.\nBonjour !\tHello!\n", encoding="utf-8")
+    assert load_pairs(str(path)) == [("Bonjour !", "Hello!"), ("C'est l'été.", "It's summer.")]

@@ -1,4 +1,4 @@
-"""Tatoeba French->English: normalise, filter, split without leaks, tokenise, batch by length."""
+"""Translation pairs: the Tatoeba subsets or a user TSV, split without leaks, subword tokenizers, length batches."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import random
 import re
 import unicodedata
 import zlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +18,7 @@ import torch
 from pipeline.config import PipelineError
 
 CORPUS = Path(__file__).parent / "corpus" / "fra-eng.txt.gz"  # lines "English<TAB>French"; see NOTICE
-PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
-SPECIALS = [PAD, BOS, EOS, UNK]
-PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)  # the tokenizers are trained with these ids
 
 # The PyTorch seq2seq tutorial's toy task: short English sentences that start like these.
 TOY_PREFIXES = (
@@ -32,21 +30,20 @@ SHORT_MAX_WORDS = 10  # the harder subset: both sides at most this many words
 
 
 def normalize(text: str) -> str:
-    """Lowercase, strip accents, split off . ! ? , and turn every other non-word character into a space."""
+    """The tutorial's normalisation: lowercase, strip accents, split off . ! ? , and turn every other
+    non-word character into a space. It defines the toy task's filter; the model never sees this text."""
     text = "".join(c for c in unicodedata.normalize("NFD", text.lower().strip()) if unicodedata.category(c) != "Mn")
     text = re.sub(r"([.!?,])", r" \1 ", text)
     text = re.sub(r"[^\w.!?,]+|_", " ", text)
     return " ".join(text.split())
 
 
-def tokenize(text: str) -> list[str]:
-    """Word-level tokens of normalised text: words and the punctuation split off them."""
-    return normalize(text).split()
-
-
-def detokenize(tokens: list[str]) -> str:
-    """Tokens back to text with punctuation attached, so sacrebleu sees ordinary sentences."""
-    return re.sub(r" ([.!?,])", r"\1", " ".join(tokens))
+def group_key(text: str) -> str:
+    """What near-duplicates share: lower case, no accents, no punctuation, single spaces
+    ("I'm ready." and "I'm ready!" both give "im ready")."""
+    text = "".join(c for c in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(c) != "Mn")
+    text = "".join(c for c in text if not unicodedata.category(c).startswith("P"))
+    return " ".join(text.split())
 
 
 def read_tsv(path: Path, source_column: int, target_column: int) -> list[tuple[str, str]]:
@@ -91,33 +88,25 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_pairs(corpus: str, limit: int = 0, max_tokens: int = 0) -> list[tuple[str, str]]:
-    """Normalised (French, English) pairs of the named subset, or (source, target) of a user TSV; pairs with
-    a side longer than max_tokens tokens (if given) are dropped, and how many is printed."""
+def load_pairs(corpus: str, limit: int = 0) -> list[tuple[str, str]]:
+    """(source, target) pairs as written: (French, English) of the named Tatoeba subset, chosen by the
+    tutorial's filter on the normalised text, or the two columns of a user TSV."""
     if corpus in ("toy", "short"):
-        english_french = read_tsv(CORPUS, 0, 1)
-        pairs = [(normalize(fr), normalize(en)) for en, fr in english_french]
-        if corpus == "toy":
-            pairs = [
-                (fr, en) for fr, en in pairs
-                if len(fr.split()) < TOY_MAX_TOKENS and len(en.split()) < TOY_MAX_TOKENS
-                and en.startswith(TOY_PREFIXES)
-            ]
-        else:
-            pairs = [(fr, en) for fr, en in pairs
-                     if len(fr.split()) <= SHORT_MAX_WORDS and len(en.split()) <= SHORT_MAX_WORDS]
+        pairs = []
+        for en, fr in read_tsv(CORPUS, 0, 1):
+            fr_words, en_norm = normalize(fr).split(), normalize(en)
+            if corpus == "toy":
+                keep = len(fr_words) < TOY_MAX_TOKENS and len(en_norm.split()) < TOY_MAX_TOKENS \
+                    and en_norm.startswith(TOY_PREFIXES)
+            else:
+                keep = len(fr_words) <= SHORT_MAX_WORDS and len(en_norm.split()) <= SHORT_MAX_WORDS
+            if keep:
+                pairs.append((fr, en))
     else:
-        pairs = [(normalize(s), normalize(t)) for s, t in read_tsv(Path(corpus), 0, 1)]
+        pairs = read_tsv(Path(corpus), 0, 1)
     pairs = [p for p in dict.fromkeys(pairs) if p[0] and p[1]]  # drop duplicates and empty sides
-    if max_tokens:
-        kept = [(s, t) for s, t in pairs if len(s.split()) <= max_tokens and len(t.split()) <= max_tokens]
-        if len(kept) < len(pairs):
-            print(f"note: dropped {len(pairs) - len(kept)} of {len(pairs)} pairs of {corpus} with a side longer "
-                  f"than max_tokens = {max_tokens} tokens.")
-        pairs = kept
     if not pairs:
-        raise PipelineError(f"The corpus {corpus!r} has no usable sentence pairs after normalisation"
-                            f"{' and the length limit' if max_tokens else ''}.")
+        raise PipelineError(f"The corpus {corpus!r} has no sentence pairs with both sides non-empty.")
     if limit:
         # Spread a limited corpus over the whole file, not just its first (shortest) lines.
         pairs = random.Random(0).sample(pairs, min(limit, len(pairs)))
@@ -132,7 +121,8 @@ class Splits:
 
 
 def split_pairs(pairs: list[tuple[str, str]], val_frac: float, test_frac: float, seed: int) -> Splits:
-    """Seeded split in which pairs sharing a source or a target sentence always land together."""
+    """Seeded split in which pairs whose sources or targets are the same up to case, accents, punctuation
+    and spacing (group_key) always land together: no test sentence, nor a near-duplicate of it, is trained on."""
     parent = list(range(len(pairs)))
 
     def find(i: int) -> int:
@@ -143,7 +133,7 @@ def split_pairs(pairs: list[tuple[str, str]], val_frac: float, test_frac: float,
 
     first_seen: dict[tuple[int, str], int] = {}
     for i, (src, tgt) in enumerate(pairs):
-        for key in ((0, src), (1, tgt)):
+        for key in ((0, group_key(src)), (1, group_key(tgt))):
             j = first_seen.setdefault(key, i)
             parent[find(i)] = find(j)
     groups: dict[int, list[int]] = defaultdict(list)
@@ -166,42 +156,63 @@ def split_fingerprint(splits: Splits) -> str:
 
 
 def with_all_references(pairs: list[tuple[str, str]]) -> tuple[list[str], list[list[str]]]:
-    """Unique sources in first-seen order, each with every target it has in `pairs`, detokenised
-    like the model's outputs so that sacrebleu compares ordinary text with ordinary text."""
+    """Unique sources in first-seen order, each with every target it has in `pairs`, as written."""
     references: dict[str, list[str]] = {}
     for src, tgt in pairs:
-        references.setdefault(src, []).append(detokenize(tgt.split()))
+        references.setdefault(src, []).append(tgt)
     return list(references), list(references.values())
 
 
-class Vocab:
-    """Token <-> id, with <pad> <bos> <eos> <unk> first."""
+class Tokenizer:
+    """A SentencePiece subword model: text as written <-> ids, with <pad> <bos> <eos> <unk> as ids 0-3.
 
-    def __init__(self, tokens: list[str]):
-        self.itos = list(tokens)
-        self.stoi = {t: i for i, t in enumerate(self.itos)}
+    Unigram pieces with byte fallback, so any character of any script has ids (no <unk>), and the
+    "identity" normalisation, so decode(encode(text)) gives the text back (spaces collapsed)."""
+
+    def __init__(self, model_proto: bytes):
+        import sentencepiece
+
+        self.model_proto = model_proto
+        self.processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
 
     @classmethod
-    def build(cls, sentences: list[str], min_freq: int) -> Vocab:
-        counts = Counter(token for s in sentences for token in s.split())
-        kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
-        return cls(SPECIALS + kept)
+    def train(cls, sentences: list[str], vocab_size: int) -> Tokenizer:
+        """Learn pieces from `sentences` (the training split only); a small corpus gets fewer than vocab_size."""
+        import io
+
+        import sentencepiece
+
+        model = io.BytesIO()
+        try:
+            sentencepiece.SentencePieceTrainer.train(
+                sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size, hard_vocab_limit=False,
+                model_type="unigram", character_coverage=1.0, byte_fallback=True, normalization_rule_name="identity",
+                pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID, num_threads=1, minloglevel=2,
+                shuffle_input_sentence=False, input_sentence_size=0, max_sentence_length=1 << 16,
+            )
+        except RuntimeError as e:
+            raise PipelineError(f"The subword tokenizer could not be trained on {len(sentences)} sentences with "
+                                f"vocab_size {vocab_size} ({str(e).strip().splitlines()[-1]}).") from None
+        return cls(model.getvalue())
 
     def __len__(self) -> int:
-        return len(self.itos)
+        return self.processor.get_piece_size()
 
-    def encode(self, sentence: str) -> list[int]:
-        return [self.stoi.get(t, UNK_ID) for t in sentence.split()]
+    def encode(self, text: str) -> list[int]:
+        return self.processor.encode(text)
 
-    def decode(self, ids: list[int]) -> list[str]:
-        """Ids up to the first <eos>, without specials."""
-        tokens = []
+    def decode(self, ids: list[int]) -> str:
+        """Ids up to the first <eos> -> text, specials dropped."""
+        kept = []
         for i in ids:
             if i == EOS_ID:
                 break
             if i not in (PAD_ID, BOS_ID):
-                tokens.append(self.itos[i])
-        return tokens
+                kept.append(i)
+        return self.processor.decode(kept)
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        return [self.processor.id_to_piece(i) for i in ids]
 
 
 def pad_batch(sequences: list[list[int]], bos_eos: bool) -> torch.Tensor:
@@ -213,11 +224,6 @@ def pad_batch(sequences: list[list[int]], bos_eos: bool) -> torch.Tensor:
     for row, s in enumerate(sequences):
         out[row, :len(s)] = torch.tensor(s, dtype=torch.long)
     return out
-
-
-def padded_size(lengths: list[tuple[int, int]]) -> int:
-    """Tokens in the padded (source, <bos> target <eos>) tensors of a batch of (source, target) lengths."""
-    return len(lengths) * (max(s for s, _ in lengths) + max(t for _, t in lengths) + 2)
 
 
 def length_batches(lengths: list[tuple[int, int]], tokens_per_batch: int, generator: torch.Generator) -> list[list[int]]:

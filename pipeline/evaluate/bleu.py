@@ -1,4 +1,4 @@
-"""sacrebleu scores against several references per sentence."""
+"""sacrebleu scores (its defaults: cased, 13a tokenisation, on text as written) against several references."""
 
 from __future__ import annotations
 
@@ -42,12 +42,16 @@ def sentence_scores(hypothesis: str, references: list[str]) -> dict:
 def test_scores(greedy: list[str], beam: list[str], references: list[list[str]]) -> dict:
     """The test scores of a translation run, computed once when it finishes (final.json holds them)."""
     scores = corpus_scores(beam, references)
+    lowercase = BLEU(lowercase=True)
+    lowercase_bleu = lowercase.corpus_score(beam, reference_streams(references)).score
     return {
         "test_bleu": scores["bleu"],
         "test_bleu_ci95": scores["bleu_ci95"],
         "test_chrf": scores["chrf"],
         "test_ter": scores["ter"],
         "test_greedy_bleu": corpus_bleu(greedy, references),
+        "test_bleu_lowercase": lowercase_bleu,
+        "bleu_lowercase_signature": str(lowercase.get_signature()),
         "bleu_signature": scores["bleu_signature"],
         "chrf_signature": scores["chrf_signature"],
         "ter_signature": scores["ter_signature"],

@@ -11,15 +11,18 @@ from pipeline.config import CHECKPOINT, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, 
     config_from_dict
 from pipeline.data.cifar10 import load_cifar10
 from pipeline.evaluate import run_summary
+from pipeline.evaluate.analyses import deletion_curves
 from pipeline.evaluate.gradcam import GradCAM
 from pipeline.evaluate.metrics import confusion_matrix, most_confused, per_class
 from pipeline.io import load_arrays, read_json, record_timing, save_arrays, write_json
 from pipeline.models.resnet import BasicBlock, ResNet
 from pipeline.train.cls import build_model, prepare
-from pipeline.train.runner import load_checkpoint, pick_device
+from pipeline.experiments import DELETION
+from pipeline.train.runner import autocast, load_checkpoint, pick_device
 
 GRID = 16  # images per grid of correct / wrong predictions
 CAM_EXAMPLES = 4  # Grad-CAM examples of each kind, correct and wrong
+DELETION_IMAGES = 200  # test images in the deletion test of Grad-CAM
 SEED = 0  # which correct examples are shown
 
 
@@ -53,7 +56,7 @@ def architecture(model: ResNet, device: torch.device) -> list[dict]:
             "output": shapes[name],
             "parameters": sum(p.numel() for p in module.parameters()),
             "blocks": len(blocks),
-            "projection": [i for i, b in enumerate(blocks) if not isinstance(b.shortcut, torch.nn.Identity)],
+            "projection": [i for i, b in enumerate(blocks) if isinstance(b.shortcut, torch.nn.Sequential)],
         })
     return rows
 
@@ -107,6 +110,23 @@ def evaluate_cls(paths: Paths, name: str = MAIN_RUN) -> dict:
                                            config, device),
                 cam_true=gradcam_maps(model, images[cam_idx], torch.from_numpy(labels[cam_idx]), config, device))
 
+    # The deletion test of Grad-CAM: a seeded sample of test images, their maps for the predicted class.
+    sample = np.sort(np.random.default_rng(SEED).choice(limit, size=min(DELETION_IMAGES, limit), replace=False))
+    sample_images, sample_classes = images[sample], torch.from_numpy(predictions[sample])
+    maps = gradcam_maps(model, sample_images, sample_classes, config, device)
+    precision = checkpoint["task"].get("precision", "fp32")
+
+    def probabilities(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), autocast(device, precision):
+            logits = model(x).float()
+            if config.test_tta:
+                logits = (logits + model(x.flip(3)).float()) / 2
+        return logits.softmax(1)
+
+    x = prepare(sample_images, device, config.channels_last)
+    deletion = deletion_curves(probabilities, x, maps, sample_classes.to(device))
+    write_json(out_dir / DELETION, {**deletion, "index": sample.tolist()})
+
     confusion = confusion_matrix(labels, predictions, len(classes))
     wrong = predictions != labels
     layers = architecture(model, device)
@@ -130,6 +150,8 @@ def evaluate_cls(paths: Paths, name: str = MAIN_RUN) -> dict:
         "cam_layer": model.cam_layer,
         "cam_layer_output": next(r["output"] for r in layers if r["name"] == model.cam_layer),
         "gradcam_examples": len(cam_idx),
+        "gradcam_deletion": {"images": deletion["images"], "auc": deletion["auc"],
+                             "area_between": deletion["area_between"]},
         **run_summary(run_dir, "images_per_s"),
         "target_accuracy": TARGETS.cls_test_accuracy,
     }

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.data.translation import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab, detokenize, pad_batch
-from pipeline.models.transformer import Transformer, padding_mask
+from pipeline.data.translation import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, pad_batch
+from pipeline.models.transformer import Transformer
 
 NEVER_GENERATED = (PAD_ID, BOS_ID, UNK_ID)  # an output is words and one final <eos>
 
@@ -32,7 +32,7 @@ def next_log_probs(model: Transformer, memory: torch.Tensor, src_mask: torch.Ten
 def greedy_decode(model: Transformer, src: torch.Tensor, max_len: int) -> list[list[int]]:
     """The most likely next token at every step, for a padded batch (B, S) at once."""
     model.eval()
-    src_mask = padding_mask(src)
+    src_mask = model.source_mask(src)
     memory = model.encode(src, src_mask)
     ys = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long, device=src.device)
     done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
@@ -64,7 +64,7 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: 
     A hypothesis ends with <eos> or is cut at max_len tokens. The search stops once no live hypothesis
     can beat the best finished one under the length penalty, or at max_len."""
     model.eval()
-    src_mask = padding_mask(src)
+    src_mask = model.source_mask(src)
     memory = model.encode(src, src_mask)
     alive = [(0.0, [BOS_ID])]  # (summed log-probability, tokens)
     finished: list[tuple[float, list[int]]] = []  # (normalised score, tokens)
@@ -95,14 +95,15 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: 
     return _strip(max(finished, key=lambda f: f[0])[1][1:])
 
 
-def translate(model: Transformer, sources: list[str], src_vocab: Vocab, tgt_vocab: Vocab, max_len: int,
+def translate(model: Transformer, sources: list[str], src_tok: Tokenizer, tgt_tok: Tokenizer, max_len: int,
               device: torch.device, beam_size: int = 0, alpha: float = 0.6, batch_size: int = 128) -> list[str]:
-    """Normalised source sentences -> detokenised outputs: greedy if beam_size is 0, else beam search.
+    """Source sentences as written -> output sentences as written: greedy if beam_size is 0, else beam search.
 
     Sources longer than the model's positional table are cut to fit, and so is max_len."""
     limit = model.max_positions
-    encoded = [(src_vocab.encode(s) or [UNK_ID])[:limit] for s in sources]
-    cut = sum(len(src_vocab.encode(s)) > limit for s in sources)
+    full = [src_tok.encode(s) or [UNK_ID] for s in sources]
+    encoded = [ids[:limit] for ids in full]
+    cut = sum(len(ids) > limit for ids in full)
     if cut:
         print(f"note: {cut} source sentence(s) longer than the model's {limit} positions were cut to fit.")
     max_len = min(max_len, limit - 1)
@@ -117,4 +118,4 @@ def translate(model: Transformer, sources: list[str], src_vocab: Vocab, tgt_voca
             src = pad_batch([encoded[i] for i in chunk], bos_eos=False).to(device)
             for i, ids in zip(chunk, greedy_decode(model, src, max_len)):
                 outputs[i] = ids
-    return [detokenize(tgt_vocab.decode(ids)) for ids in outputs]
+    return [tgt_tok.decode(ids) for ids in outputs]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.config import CHECKPOINT, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, Paths, config_from_dict
-from pipeline.data.translation import BOS_ID, Vocab, normalize, pad_batch
+from pipeline.data.translation import BOS_ID, Tokenizer, pad_batch
 from pipeline.evaluate import run_summary
 from pipeline.evaluate.bleu import corpus_scores, paired_bleu_difference, sentence_scores
 from pipeline.io import read_json, record_timing, save_arrays, write_json
@@ -18,7 +19,7 @@ from pipeline.train.runner import load_checkpoint
 
 ATTENTION_EXAMPLES = 3  # test sentences whose attention is drawn
 MASK_BATCH = 4  # sentences in the batch whose masks are drawn
-LENGTH_BUCKETS = [(1, 3), (4, 5), (6, 7), (8, 9), (10, 99)]  # source length in tokens, inclusive
+LENGTH_BUCKETS = [(1, 3), (4, 5), (6, 7), (8, 9), (10, 99)]  # source length in words (spaces), inclusive
 SEED = 0
 
 
@@ -67,10 +68,10 @@ def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
     final = read_json(run_dir / FINAL, "test result of the run (unfinished? make train-mt resumes it)")
     outputs = read_json(run_dir / f"{TEST_OUTPUTS}.json", "test decodes of the run")
     config = config_from_dict("mt", checkpoint["config"])
-    splits, fingerprints = load_splits(config)
+    _, fingerprints = load_splits(config)
     check_fingerprints(checkpoint["task"], fingerprints, run_dir / CHECKPOINT, config.corpus)
-    src_vocab, tgt_vocab = Vocab(checkpoint["task"]["src_vocab"]), Vocab(checkpoint["task"]["tgt_vocab"])
-    model = build_model(config, len(src_vocab), len(tgt_vocab), torch.device("cpu"))
+    src_tok, tgt_tok = Tokenizer(checkpoint["task"]["src_tokenizer"]), Tokenizer(checkpoint["task"]["tgt_tokenizer"])
+    model = build_model(config, len(src_tok), len(tgt_tok), torch.device("cpu"))
     model.load_state_dict(checkpoint["task"]["model"])
 
     sources = [d["source"] for d in outputs]
@@ -85,10 +86,10 @@ def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
     chosen = sorted(rng.choice(mid_length, size=min(ATTENTION_EXAMPLES, len(mid_length)), replace=False).tolist())
     examples, arrays = [], {}
     for n, i in enumerate(chosen):
-        src_ids = src_vocab.encode(sources[i])
-        out_ids = tgt_vocab.encode(normalize(beam[i]))
-        examples.append({"source_tokens": [src_vocab.itos[t] for t in src_ids],
-                         "target_tokens": ["<bos>", *(tgt_vocab.itos[t] for t in out_ids)],
+        src_ids = src_tok.encode(sources[i])[:model.max_positions]
+        out_ids = tgt_tok.encode(beam[i])[:model.max_positions - 1]
+        examples.append({"source_tokens": src_tok.pieces(src_ids),
+                         "target_tokens": ["<bos>", *tgt_tok.pieces(out_ids)],
                          "source": sources[i], "output": beam[i], "references": references[i]})
         for kind, weights in attention_for(model, src_ids, out_ids).items():
             arrays[f"example{n}_{kind}"] = weights
@@ -98,12 +99,11 @@ def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
     # A batch of short to long sentences, so the padding differs from row to row.
     by_length = np.argsort([len(s.split()) for s in sources], kind="stable")
     batch = by_length[np.linspace(0, len(sources) - 1, min(MASK_BATCH, len(sources))).astype(int)]
-    masks = mask_batch([src_vocab.encode(sources[i]) for i in batch],
-                       [tgt_vocab.encode(normalize(references[i][0])) for i in batch])
+    masks = mask_batch([src_tok.encode(sources[i]) for i in batch], [tgt_tok.encode(references[i][0]) for i in batch])
     save_arrays(out_dir / "masks.npz", **masks)
     write_json(out_dir / "mask_tokens.json", {
-        "source": [[src_vocab.itos[t] for t in row] for row in masks["src"].tolist()],
-        "target": [[tgt_vocab.itos[t] for t in row] for row in masks["tgt"].tolist()],
+        "source": [src_tok.pieces(row) for row in masks["src"].tolist()],
+        "target": [tgt_tok.pieces(row) for row in masks["tgt"].tolist()],
     })
 
     test = {k: v for k, v in final.items() if k.startswith("test_") or k.endswith("_signature")}
@@ -114,9 +114,12 @@ def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
         "beam_changed": sum(g != b for g, b in zip(greedy, beam)),
         "beam_vs_greedy": paired_bleu_difference(beam, greedy, references),
         "bleu_by_length": bleu_by_length(sources, beam, references),
-        "train_pairs": len(splits.train),
-        "src_vocab": len(src_vocab),
-        "tgt_vocab": len(tgt_vocab),
+        "train_pairs": final["train_pairs"],
+        "src_lang": config.src_lang,
+        "tgt_lang": config.tgt_lang,
+        "corpus": config.corpus if config.corpus in ("toy", "short") else Path(config.corpus).name,
+        "src_vocab": len(src_tok),
+        "tgt_vocab": len(tgt_tok),
         "parameters": sum(p.numel() for p in model.parameters()),
         "beam_size": config.beam_size,
         "length_penalty": config.length_penalty,

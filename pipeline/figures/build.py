@@ -9,7 +9,9 @@ import numpy as np
 
 from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineError
 from pipeline.evaluate.metrics import normalize_rows
+from pipeline.experiments import experiment_results
 from pipeline.figures import cls as cls_figures
+from pipeline.figures import experiments as experiment_figures
 from pipeline.figures import mt as mt_figures
 from pipeline.io import load_arrays, read_json, read_jsonl, record_timing, write_json
 
@@ -101,11 +103,14 @@ def build_mt(paths: Paths) -> list[dict]:
               "Bar chart of BLEU per source-length bucket.", id="mt_bleu_by_length"),
     ]
     decodes = read_json(eval_dir / "decodes.json", "decoded test sentences")
+    write_json(out / "decodes.json", decodes)  # every test sentence, for the site's data
     cases = _decode_cases(decodes)
     write_json(out / "decode_table.json", cases)
-    figures.append(entry(mt_figures.decode_table(cases, out / "decode_table.png"), "Decoded outputs",
+    languages = (metrics["src_lang"], metrics["tgt_lang"])
+    figures.append(entry(mt_figures.decode_table(cases, languages, out / "decode_table.png"), "Decoded outputs",
                          "Best, typical and worst test sentences by sentence BLEU.",
-                         "Table of French sources, English references and the model's outputs.", id="mt_decodes"))
+                         f"Table of {languages[0]} sources, {languages[1]} references and the model's outputs.",
+                         id="mt_decodes"))
 
     masks = load_arrays(eval_dir / "masks.npz")
     tokens = read_json(eval_dir / "mask_tokens.json", "mask batch tokens")
@@ -144,7 +149,44 @@ def build_mt(paths: Paths) -> list[dict]:
     return figures
 
 
-BUILDERS = {"cls": build_cls, "mt": build_mt}
+def build_experiments(paths: Paths) -> list[dict]:
+    """Every experiment figure, from site_assets/experiments/*.json."""
+    out, figures = paths.site_assets / "experiments", []
+    for result in experiment_results(paths):
+        name = result["name"]
+        commits = sorted({r["commit"] for r in result["runs"]})
+        run = {"git_commit": ", ".join(commits), "started": ""}
+
+        def entry(file: Path, title: str, caption: str, alt: str, kind: str) -> dict:
+            return {"path": file.relative_to(paths.site_assets).as_posix(), "title": title, "caption": caption,
+                    "alt": alt, "model": "experiments", "experiment": name, "id": f"exp_{name}_{kind}", "run": run}
+
+        if result["design"] == "deletion":
+            figures.append(entry(experiment_figures.deletion_curves(result["deletion"], out / f"{name}.png"),
+                                 "Deletion test", "Confidence in the predicted class as pixels are replaced by the "
+                                 "dataset mean, in order of Grad-CAM saliency, at random, and least salient first; "
+                                 "mean and ± one standard deviation over the images.",
+                                 "Three falling curves of confidence against the share of the image removed.",
+                                 "curves"))
+        else:
+            metrics = [m for m in ("val_accuracy", "val_bleu", "val_loss", "train_loss")
+                       if any(r["curves"].get(m) for r in result["runs"])][:3]
+            figures.append(entry(experiment_figures.overlaid_curves(result, metrics, out / f"{name}.png"),
+                                 "Curves of every arm", "Per epoch, each arm's mean over its runs; a band of ± one "
+                                 "standard deviation where an arm has several seeds.",
+                                 f"Line charts of {', '.join(metrics)} per epoch, one line per arm.", "curves"))
+        if "gradient_norms" in result:
+            figures.append(entry(experiment_figures.gradient_norms(result["gradient_norms"],
+                                                                   out / f"{name}_gradient_norms.png"),
+                                 "Gradient norm per layer", "The L2 norm of the loss gradient of every convolution "
+                                 "and of the classifier, input to output, on one batch of real training images, at "
+                                 f"initialisation and after {result['gradient_norms']['steps']} SGD steps.",
+                                 "Two panels of per-layer gradient norms on a log scale, four networks each.",
+                                 "gradient_norms"))
+    return figures
+
+
+BUILDERS = {"cls": build_cls, "mt": build_mt, "experiments": build_experiments}
 
 
 def run_record(paths: Paths, model: str) -> dict:
@@ -159,25 +201,46 @@ def run_record(paths: Paths, model: str) -> dict:
 
 
 def build_figures(paths: Paths, model: str) -> list[dict]:
-    """Draw one model's figures; list them in site_assets/<model>/figures.json, with the run's record."""
+    """Draw one model's (or the experiments') figures; list them in site_assets/<model>/figures.json, with the
+    main run's record for a model."""
     t0 = time.perf_counter()
     figures = BUILDERS[model](paths)
     write_json(paths.site_assets / model / FIGURES, figures)
-    write_json(paths.site_assets / model / "run.json", run_record(paths, model))
-    record_timing(paths.site_assets / model, "figures_s", time.perf_counter() - t0)
+    if model != "experiments":
+        write_json(paths.site_assets / model / "run.json", run_record(paths, model))
+        record_timing(paths.site_assets / model, "figures_s", time.perf_counter() - t0)
     return figures
+
+
+def _over_seeds(paths: Paths, experiment: str, metric: str) -> dict | None:
+    """Mean, standard deviation and per-seed values of a metric from a seeds experiment with two runs or more."""
+    path = paths.site_assets / "experiments" / f"{experiment}.json"
+    if not path.exists():
+        return None
+    result = read_json(path, f"results of experiment {experiment}")
+    values = [{"seed": r["seed"], "value": r["values"][metric], "run": r["folder"]} for r in result["runs"]
+              if metric in r["values"]]
+    if len(values) < 2:
+        return None
+    summary = next(iter(result["summaries"][metric].values()))
+    return {"mean": summary["mean"], "sd": summary["sd"], "n": summary["n"], "per_seed": values,
+            "experiment": experiment}
 
 
 def headline_numbers(paths: Paths) -> list[dict]:
     """The numbers the home page leads with, each with its target and whether it is met."""
     cls = read_json(paths.site_assets / "cls" / "metrics.json", "ResNet metrics")
     mt = read_json(paths.site_assets / "mt" / "metrics.json", "Transformer metrics")
+    accuracy, bleu = _over_seeds(paths, "seeds-cls", "test_accuracy"), _over_seeds(paths, "seeds-mt", "test_bleu")
     return [
         {"id": "cls_test_accuracy", "label": "ResNet-18 test accuracy", "value": cls["test_accuracy"],
-         "unit": "%", "target": cls["target_accuracy"], "met": cls["test_accuracy"] >= cls["target_accuracy"]},
+         "unit": "%", "target": cls["target_accuracy"], "seeds": accuracy,
+         "met": (accuracy["mean"] if accuracy else cls["test_accuracy"]) >= cls["target_accuracy"]},
         {"id": "mt_test_bleu", "label": "Transformer test BLEU", "value": mt["test_bleu"], "unit": "BLEU",
-         "target": mt["target_bleu"], "goal": mt["goal_bleu"], "met": mt["test_bleu"] >= mt["target_bleu"]},
-        {"id": "mt_test_chrf", "label": "Transformer test chrF", "value": mt["test_chrf"], "unit": "chrF"},
+         "target": mt["target_bleu"], "goal": mt["goal_bleu"], "seeds": bleu,
+         "met": (bleu["mean"] if bleu else mt["test_bleu"]) >= mt["target_bleu"]},
+        {"id": "mt_test_chrf", "label": "Transformer test chrF", "value": mt["test_chrf"], "unit": "chrF",
+         "seeds": _over_seeds(paths, "seeds-mt", "test_chrf")},
         {"id": "cls_train_minutes", "label": "ResNet-18 training time", "value": cls["train_wall_s"] / 60,
          "unit": "min"},
         {"id": "mt_train_minutes", "label": "Transformer training time", "value": mt["train_wall_s"] / 60,
@@ -194,6 +257,12 @@ def write_manifest(paths: Paths) -> dict:
             if not (paths.site_assets / figure["path"]).is_file():
                 raise PipelineError(f"{paths.site_assets / model / FIGURES} lists {figure['path']}, which is missing.")
         figures.extend(listed)
-    manifest = {"figures": figures, "numbers": headline_numbers(paths)}
+    experiments = [{"name": r["name"], "question": r["question"], "design": r["design"], "complete": r["complete"],
+                    "runs": [{"name": run["folder"], "seed": run["seed"],
+                              "differing_config": {k: run["config"].get(k) for k in r["differing_fields"]},
+                              "final": {k: v for k, v in run["values"].items() if k.startswith("test_")}}
+                             for run in r["runs"]],
+                    "answer": r["answer"]} for r in experiment_results(paths)]
+    manifest = {"figures": figures, "numbers": headline_numbers(paths), "experiments": experiments}
     write_json(paths.manifest, manifest)
     return manifest

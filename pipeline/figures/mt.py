@@ -115,21 +115,21 @@ def bleu_by_length(rows: list[dict], corpus_bleu: float, path: Path) -> Path:
         ax.annotate(f"n={r['sentences']}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize=8)
     ax.axhline(corpus_bleu, color="C3", linestyle="--", label=f"whole test set: {corpus_bleu:.1f}")
-    ax.set_xlabel("source length (tokens)")
+    ax.set_xlabel("source length (words)")
     ax.set_ylabel("corpus BLEU")
     ax.set_title("BLEU by source length (test set, beam search)")
     ax.legend()
     return save(fig, path)
 
 
-def decode_table(rows: list[dict], path: Path) -> Path:
+def decode_table(rows: list[dict], languages: tuple[str, str], path: Path) -> Path:
     """A few decoded sentences against their references, as a picture of a table."""
     wrap = lambda text, width=34: "\n".join(textwrap.wrap(text, width)) or "—"  # noqa: E731
     cells = [[r["case"], wrap(r["source"]), wrap(" | ".join(r["references"])), wrap(r["beam"]), f"{r['bleu']:.0f}"]
              for r in rows]
     fig, ax = plt.subplots(figsize=(12, 0.62 * len(rows) + 0.8))
     ax.axis("off")
-    table = ax.table(cellText=cells, colLabels=["case", "source (French)", "reference(s)", "beam output", "BLEU"],
+    table = ax.table(cellText=cells, colLabels=["case", f"source ({languages[0]})", f"reference(s) ({languages[1]})", "beam output", "BLEU"],
                      colWidths=[0.08, 0.28, 0.3, 0.28, 0.06], loc="center", cellLoc="left")
     table.auto_set_font_size(False)
     table.set_fontsize(8)

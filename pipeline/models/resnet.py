@@ -12,16 +12,19 @@ def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions plus a shortcut: identity, or a 1x1 projection where the shape changes."""
+    """Two 3x3 convolutions plus a shortcut: identity, or a 1x1 projection where the shape changes.
+    With shortcut=False the block is the two convolutions alone (the "plain" network of the paper)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, shortcut: bool = True):
         super().__init__()
         self.conv1 = conv3x3(c_in, c_out, stride)
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = conv3x3(c_out, c_out)
         self.bn2 = nn.BatchNorm2d(c_out)
         self.relu = nn.ReLU(inplace=True)
-        if stride != 1 or c_in != c_out:
+        if not shortcut:
+            self.shortcut = None
+        elif stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(c_in, c_out, kernel_size=1, stride=stride, bias=False),
                 nn.BatchNorm2d(c_out),
@@ -32,7 +35,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))  # (B, c_out, H/stride, W/stride)
         out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        return self.relu(out if self.shortcut is None else out + self.shortcut(x))
 
 
 class ResNet(nn.Module):
@@ -41,13 +44,15 @@ class ResNet(nn.Module):
     # The last convolutional stage: Grad-CAM hooks the module of this name.
     cam_layer = "layer4"
 
-    def __init__(self, layers=(2, 2, 2, 2), widths=(64, 128, 256, 512), num_classes: int = 10):
+    def __init__(self, layers=(2, 2, 2, 2), widths=(64, 128, 256, 512), num_classes: int = 10,
+                 shortcuts: bool = True):
         super().__init__()
         self.stem = nn.Sequential(conv3x3(3, widths[0]), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         stages, c_in = [], widths[0]
         for i, (blocks, width) in enumerate(zip(layers, widths)):
             stride = 1 if i == 0 else 2
-            stage = [BasicBlock(c_in, width, stride)] + [BasicBlock(width, width) for _ in range(blocks - 1)]
+            stage = [BasicBlock(c_in, width, stride, shortcuts)] + [BasicBlock(width, width, 1, shortcuts)
+                                                                   for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*stage))
             c_in = width
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -56,9 +61,10 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        # Zero the last BN of each block so every residual branch starts as the identity.
+        # Zero the last BN of each block so every residual branch starts as the identity (a plain
+        # network keeps the usual init: zeroed, its blocks would pass nothing on).
         for m in self.modules():
-            if isinstance(m, BasicBlock):
+            if isinstance(m, BasicBlock) and m.shortcut is not None:
                 nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,6 +77,9 @@ class ResNet(nn.Module):
         return self.fc(x)  # (B, num_classes)
 
 
-def make_resnet18(num_classes: int = 10) -> ResNet:
-    """ResNet-18: two BasicBlocks per stage, 11,173,962 parameters for 10 classes."""
-    return ResNet(layers=(2, 2, 2, 2), num_classes=num_classes)
+DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}  # BasicBlocks per stage
+
+
+def make_resnet(depth: int = 18, shortcuts: bool = True, num_classes: int = 10) -> ResNet:
+    """ResNet-18 (11,173,962 parameters for 10 classes) or -34; shortcuts=False gives the plain network."""
+    return ResNet(layers=DEPTHS[depth], num_classes=num_classes, shortcuts=shortcuts)

@@ -157,8 +157,11 @@ class Transformer(nn.Module):
     """Encoder stack, decoder stack and a generator to target-vocabulary logits."""
 
     def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int = 256, heads: int = 4, layers: int = 3,
-                 d_ff: int = 1024, dropout: float = 0.1, tie_embeddings: bool = True, max_positions: int = 512):
+                 d_ff: int = 1024, dropout: float = 0.1, tie_embeddings: bool = True, max_positions: int = 512,
+                 causal: bool = True, mask_source_padding: bool = True):
         super().__init__()
+        # The two switches exist for the masking experiment: each removes exactly one mask.
+        self.causal, self.mask_source_padding = causal, mask_source_padding
         self.src_embed, self.tgt_embed = Embedding(src_vocab, d_model), Embedding(tgt_vocab, d_model)
         self.positions = PositionalEncoding(d_model, dropout, max_positions)
         self.max_positions = max_positions
@@ -182,13 +185,18 @@ class Transformer(nn.Module):
     def decode(self, memory: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, tgt_vocab) for every prefix of tgt."""
         y = self.positions(self.tgt_embed(tgt))  # (B, T, d_model)
-        tgt_mask = target_mask(tgt)
+        tgt_mask = target_mask(tgt) if self.causal else padding_mask(tgt)
         for layer in self.decoder:
             y = layer(y, memory, src_mask, tgt_mask)
         return self.generator(self.decoder_norm(y))
 
+    def source_mask(self, src: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 1, S): which source positions attention may see; all of them without the padding mask."""
+        mask = padding_mask(src)
+        return mask if self.mask_source_padding else torch.ones_like(mask)
+
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        src_mask = padding_mask(src)
+        src_mask = self.source_mask(src)
         return self.decode(self.encode(src, src_mask), src_mask, tgt_in)
 
     @contextmanager
@@ -215,6 +223,7 @@ class Transformer(nn.Module):
 
 def make_transformer(src_vocab: int, tgt_vocab: int, d_model: int = 256, heads: int = 4, layers: int = 3,
                      d_ff: int = 1024, dropout: float = 0.1, tie_embeddings: bool = True,
-                     max_positions: int = 512) -> Transformer:
+                     max_positions: int = 512, causal: bool = True, mask_source_padding: bool = True) -> Transformer:
     """An encoder-decoder with `layers` layers on each side."""
-    return Transformer(src_vocab, tgt_vocab, d_model, heads, layers, d_ff, dropout, tie_embeddings, max_positions)
+    return Transformer(src_vocab, tgt_vocab, d_model, heads, layers, d_ff, dropout, tie_embeddings, max_positions,
+                       causal, mask_source_padding)

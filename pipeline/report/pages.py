@@ -10,6 +10,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 
 from pipeline.config import REPO, Paths, PipelineError
+from pipeline.experiments import experiment_results
 from pipeline.io import TIMINGS, read_json, write_text
 from pipeline.report.claims import JINJA_GLOBALS
 
@@ -20,7 +21,9 @@ PAGES = {  # template -> page under docs/generated/
     "transformer.md.j2": "transformer.md",
     "insights.md.j2": "insights.md",
     "reproducibility.md.j2": "reproducibility.md",
+    "experiments/index.md.j2": "experiments/index.md",
 }
+EXPERIMENT_PAGE = "experiments/experiment.md.j2"  # rendered once per experiment with runs
 ASSETS_LINK = "assets"  # docs/assets -> ../site_assets
 HOOKS = Path(__file__).with_name("mkdocs_hooks.py")
 
@@ -37,11 +40,26 @@ def minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def metric(value: float, name: str) -> str:
+    """A score as the pages write it: accuracies in percent, losses to three decimals, the rest to two."""
+    if name.endswith("accuracy"):
+        return percent(value)
+    return number(value, 3 if name.endswith("loss") else 2)
+
+
+def cell(text: str) -> str:
+    """Text as written, safe inside a Markdown table cell: HTML and Markdown characters escaped."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for char in "\\`*_[]|":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(percent=percent, number=number, minutes=minutes)
-    env.globals.update(JINJA_GLOBALS)
+    env.filters.update(percent=percent, number=number, minutes=minutes, cell=cell, metric=metric)
+    env.globals.update(JINJA_GLOBALS, percent=percent, number=number)
     return env
 
 
@@ -69,8 +87,14 @@ def context(paths: Paths) -> dict:
             "figures": {f["id"]: f for f in manifest["figures"] if f["model"] == model},
         }
     models["mt"]["decodes"] = read_json(paths.site_assets / "mt" / "decode_table.json", "decode table")
+    experiments = {r["name"]: {**r, "figures": {f["id"].removeprefix(f"exp_{r['name']}_"): f
+                                                for f in manifest["figures"] if f.get("experiment") == r["name"]}}
+                   for r in experiment_results(paths)}
+    planned = read_json(paths.site_assets / "experiments" / "index.json", "experiment index")["planned"] \
+        if (paths.site_assets / "experiments" / "index.json").exists() else []
     return {"manifest": manifest, "numbers": {n["id"]: n for n in manifest["numbers"]},
-            "cls": models["cls"], "mt": models["mt"], "assets": f"../{ASSETS_LINK}"}
+            "cls": models["cls"], "mt": models["mt"], "experiments": experiments, "planned_experiments": planned,
+            "assets": f"../{ASSETS_LINK}"}
 
 
 def _mirror_handwritten(paths: Paths) -> None:
@@ -91,18 +115,33 @@ def _mirror_handwritten(paths: Paths) -> None:
     write_text(paths.root / "mkdocs.yml", f"INHERIT: {REPO / 'mkdocs.yml'}\nhooks:\n  - {HOOKS}\n")
 
 
-def render_pages(paths: Paths) -> list[Path]:
-    """Render every template into docs/generated/; returns the pages written."""
+def _render(env: Environment, template: str, ctx: dict) -> str:
+    try:
+        return env.get_template(template).render(ctx)
+    except TemplateError as e:
+        raise PipelineError(f"{TEMPLATES / template}: {type(e).__name__}: {e}") from None
+
+
+def rendered_pages(paths: Paths) -> dict[str, str]:
+    """Every generated page's text by its path under docs/generated/: the fixed pages and one per experiment."""
     ctx = context(paths)
     env = environment()
+    pages = {page: _render(env, template, ctx) for template, page in PAGES.items()}
+    for name, result in ctx["experiments"].items():
+        pages[f"experiments/{name}.md"] = _render(env, EXPERIMENT_PAGE, {**ctx, "e": result,
+                                                                           "assets": f"../../{ASSETS_LINK}"})
+    return pages
+
+
+def render_pages(paths: Paths) -> list[Path]:
+    """Render every page into docs/generated/ and drop pages of experiments that no longer have runs."""
+    pages = rendered_pages(paths)
+    stale = set(paths.generated_docs.glob("experiments/*.md")) - {paths.generated_docs / p for p in pages}
+    for page in stale:  # an experiment whose runs were deleted
+        page.unlink()
     written = []
-    for template, page in PAGES.items():
-        try:
-            text = env.get_template(template).render(ctx)
-        except TemplateError as e:
-            raise PipelineError(f"{TEMPLATES / template}: {type(e).__name__}: {e}") from None
-        target = paths.generated_docs / page
-        write_text(target, text)
-        written.append(target)
+    for page, text in pages.items():
+        write_text(paths.generated_docs / page, text)
+        written.append(paths.generated_docs / page)
     _mirror_handwritten(paths)
     return written

@@ -1,4 +1,4 @@
-"""Training the Transformer on toy French->English: Adam with warm-up, label smoothing, length batches."""
+"""Training the Transformer on translation: Adam with warm-up, label smoothing, length batches, subword tokens."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from pipeline.config import TEST_OUTPUTS, MtConfig, Paths, PipelineError
 from pipeline.data.translation import (
-    PAD_ID, Splits, Vocab, corpus_path, file_sha256, length_batches, load_pairs, pad_batch, split_fingerprint,
+    PAD_ID, Splits, Tokenizer, corpus_path, file_sha256, length_batches, load_pairs, pad_batch, split_fingerprint,
     split_pairs, with_all_references,
 )
 from pipeline.evaluate.bleu import corpus_bleu, test_scores
@@ -30,7 +30,8 @@ def lr_at(step: int, warmup_steps: int, peak: float) -> float:
 def build_model(config: MtConfig, src_vocab: int, tgt_vocab: int, device: torch.device) -> Transformer:
     return make_transformer(src_vocab, tgt_vocab, config.d_model, config.heads, config.layers, config.d_ff,
                             config.dropout, config.tie_embeddings,
-                            max_positions=max(config.max_tokens, config.max_len) + 2).to(device)
+                            max_positions=max(config.max_tokens, config.max_len) + 2, causal=config.causal_mask,
+                            mask_source_padding=config.source_padding_mask).to(device)
 
 
 def sequence_loss(model: Transformer, src: torch.Tensor, tgt: torch.Tensor, label_smoothing: float) -> torch.Tensor:
@@ -42,10 +43,20 @@ def sequence_loss(model: Transformer, src: torch.Tensor, tgt: torch.Tensor, labe
 
 def load_splits(config: MtConfig) -> tuple[Splits, dict]:
     """The run's train / validation / test pairs, and the fingerprints that identify them."""
-    splits = split_pairs(load_pairs(config.corpus, config.corpus_limit, config.max_tokens), config.val_frac,
-                         config.test_frac, config.seed)
+    splits = split_pairs(load_pairs(config.corpus, config.corpus_limit), config.val_frac, config.test_frac,
+                         config.seed)
     return splits, {"corpus_sha256": file_sha256(corpus_path(config.corpus)),
                     "split_fingerprint": split_fingerprint(splits)}
+
+
+def drop_long(pairs: list[tuple[str, str]], src: Tokenizer, tgt: Tokenizer, max_tokens: int,
+              what: str) -> list[tuple[str, str]]:
+    """The pairs whose sides both fit in max_tokens subword tokens; how many did not is printed."""
+    kept = [(s, t) for s, t in pairs if len(src.encode(s)) <= max_tokens and len(tgt.encode(t)) <= max_tokens]
+    if len(kept) < len(pairs):
+        print(f"note: dropped {len(pairs) - len(kept)} of {len(pairs)} {what} pairs with a side longer than "
+              f"max_tokens = {max_tokens} subword tokens.")
+    return kept
 
 
 def check_fingerprints(saved: dict, current: dict, checkpoint: Path, corpus: str) -> None:
@@ -74,13 +85,16 @@ class MtTask:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
         splits, self.fingerprints = load_splits(config)
-        self.src_vocab = Vocab.build([s for s, _ in splits.train], config.min_freq)
-        self.tgt_vocab = Vocab.build([t for _, t in splits.train], config.min_freq)
-        self.train_ids = [(self.src_vocab.encode(s), self.tgt_vocab.encode(t)) for s, t in splits.train]
-        self.val_pairs = splits.val
-        self.val_sources, self.val_references = with_all_references(splits.val)
-        self.test_sources, self.test_references = with_all_references(splits.test)
-        self.model = build_model(config, len(self.src_vocab), len(self.tgt_vocab), self.device)
+        self.src_tok = Tokenizer.train([s for s, _ in splits.train], config.vocab_size)
+        self.tgt_tok = Tokenizer.train([t for _, t in splits.train], config.vocab_size)
+        train, self.val_pairs, test = (drop_long(pairs, self.src_tok, self.tgt_tok, config.max_tokens, what)
+                                       for pairs, what in ((splits.train, "training"), (splits.val, "validation"),
+                                                           (splits.test, "test")))
+        self.train_pairs = len(train)
+        self.train_ids = [(self.src_tok.encode(s), self.tgt_tok.encode(t)) for s, t in train]
+        self.val_sources, self.val_references = with_all_references(self.val_pairs)
+        self.test_sources, self.test_references = with_all_references(test)
+        self.model = build_model(config, len(self.src_tok), len(self.tgt_tok), self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-9)
         self.step = 0
 
@@ -125,7 +139,7 @@ class MtTask:
         }
 
     def _translate(self, sources: list[str], beam_size: int = 0) -> list[str]:
-        return translate(self.model, sources, self.src_vocab, self.tgt_vocab, self.config.max_len,
+        return translate(self.model, sources, self.src_tok, self.tgt_tok, self.config.max_len,
                          self.device, beam_size, self.config.length_penalty)
 
     @torch.no_grad()
@@ -133,7 +147,7 @@ class MtTask:
         if not self.val_pairs:
             return {}
         self.model.eval()
-        ids = [(self.src_vocab.encode(s), self.tgt_vocab.encode(t)) for s, t in self.val_pairs]
+        ids = [(self.src_tok.encode(s), self.tgt_tok.encode(t)) for s, t in self.val_pairs]
         loss_sum, tokens = torch.zeros((), device=self.device), 0
         for start in range(0, len(ids), 256):
             src, tgt = self._tensors(ids[start:start + 256])
@@ -153,15 +167,16 @@ class MtTask:
             {"source": s, "references": r, "greedy": g, "beam": b}
             for s, r, g, b in zip(self.test_sources, self.test_references, greedy, beam)
         ])
-        return {**test_scores(greedy, beam, self.test_references), "beam_s": round(beam_s, 2)}
+        return {**test_scores(greedy, beam, self.test_references), "train_pairs": self.train_pairs,
+                "beam_s": round(beam_s, 2)}
 
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
-            "src_vocab": self.src_vocab.itos,
-            "tgt_vocab": self.tgt_vocab.itos,
+            "src_tokenizer": self.src_tok.model_proto,
+            "tgt_tokenizer": self.tgt_tok.model_proto,
             **self.fingerprints,
         }
 

@@ -35,11 +35,31 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """"auto" -> bf16 on the CPU, fp16 on CUDA, fp32 elsewhere (autocast has no kernels for MPS here)."""
+BF16_MARGIN = 1.10  # bf16 must train this much faster than fp32 to be chosen: fp32 is the more exact
+
+
+def resolve_precision(requested: str, device: torch.device, rate=None) -> tuple[str, dict]:
+    """The precision to train in, and what was measured to choose it.
+
+    "auto" on the CPU times a few training steps in fp32 and in bf16 with `rate(precision) -> images/s`
+    and takes bf16 only where it is clearly faster (on some CPUs with avx512_bf16 it is slower);
+    on CUDA fp16, elsewhere fp32 (autocast has no kernels for MPS here)."""
     if requested != "auto":
-        return requested
-    return {"cpu": "bf16", "cuda": "fp16"}.get(device.type, "fp32")
+        return requested, {}
+    if device.type == "cpu" and rate is not None:
+        rates = {precision: round(rate(precision), 1) for precision in ("fp32", "bf16")}
+        return ("bf16" if rates["bf16"] >= BF16_MARGIN * rates["fp32"] else "fp32"), {"probe_images_per_s": rates}
+    return {"cpu": "bf16", "cuda": "fp16"}.get(device.type, "fp32"), {}
+
+
+def steps_per_second(step, steps: int, warmup: int = 1) -> float:
+    """Calls of `step()` per second, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps / (time.perf_counter() - t0)
 
 
 def autocast(device: torch.device, precision: str):
@@ -94,7 +114,8 @@ def _cpu_info() -> tuple[str, list[str]]:
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
-def provenance(seed: int, device: torch.device, precision: str, channels_last: bool | None = None) -> dict:
+def provenance(seed: int, device: torch.device, precision: str, channels_last: bool | None = None,
+               precision_probe: dict | None = None) -> dict:
     """Who, what and where of a run: enough to reproduce it or to explain a difference."""
     versions = {}
     for package in ("torch", "torchvision", "numpy", "sacrebleu", "matplotlib", "seaborn"):
@@ -116,6 +137,7 @@ def provenance(seed: int, device: torch.device, precision: str, channels_last: b
         "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
         "threads": torch.get_num_threads(),
         "precision": precision,
+        **(precision_probe or {}),
         **({"channels_last": channels_last} if channels_last is not None else {}),
     }
 
@@ -126,6 +148,7 @@ class Task(Protocol):
     config: object
     device: torch.device
     precision: str
+    model: torch.nn.Module
 
     def train_one_epoch(self, epoch: int) -> dict: ...
 
@@ -209,7 +232,8 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
             stale.unlink(missing_ok=True)
         write_json(run_dir / CONFIG, {"model": model_name, **dataclasses.asdict(config)})
         write_json(run_dir / PROVENANCE, provenance(config.seed, task.device, task.precision,
-                                                    getattr(config, "channels_last", None)))
+                                                    getattr(config, "channels_last", None),
+                                                    getattr(task, "precision_probe", None)))
 
     try:
         for epoch in range(start_epoch, config.epochs):
@@ -239,7 +263,8 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
 
     t0 = time.perf_counter()
     final = task.test(run_dir)
-    final.update(train_wall_s=round(elapsed, 2), test_wall_s=round(time.perf_counter() - t0, 2))
+    final.update(train_wall_s=round(elapsed, 2), test_wall_s=round(time.perf_counter() - t0, 2),
+                 parameters=sum(p.numel() for p in task.model.parameters()))
     write_json(run_dir / FINAL, final)
     info = read_json(run_dir / PROVENANCE, "provenance file")
     info["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
