@@ -262,9 +262,11 @@ def answer(experiment: Experiment, summaries: dict, records: list[dict]) -> dict
     """The experiment's answer, computed from its numbers: the words and the numbers behind them."""
     metric = experiment.metrics[0]
     if experiment.design == "seeds":
-        s = summaries[metric][experiment.runs[0].arm]
+        s = summaries[metric][records[0]["arm"]]
         return {"kind": "seeds", "metric": metric, **s}
     if experiment.design == "ablation":
+        if experiment.control not in summaries[metric]:
+            return {"kind": "ablation", "metric": metric, "control": experiment.control, "effects": []}
         control = summaries[metric][experiment.control]
         effects = []
         for arm, s in summaries[metric].items():
