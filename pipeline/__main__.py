@@ -10,8 +10,8 @@ import argparse
 import sys
 import textwrap
 
-from pipeline.config import CONFIGS, MAIN_RUN, MODEL_TITLES, OptionParser, PipelineError, add_config_options, \
-    default_paths, make_config
+from pipeline.config import CONFIGS, MAIN_RUN, MODEL_TITLES, PROFILES, OptionParser, PipelineError, \
+    add_config_options, default_paths, make_config
 
 
 def build_parser() -> OptionParser:
@@ -24,7 +24,9 @@ def build_parser() -> OptionParser:
                                                                      parser_class=OptionParser)
         for model in CONFIGS:
             sub = models.add_parser(model, help=MODEL_TITLES[model], description=f"{what}: {MODEL_TITLES[model]}.")
-            sub.add_argument("--profile", default="full", help="full (default) or smoke: a tiny run of seconds")
+            sub.add_argument("--profile", default="full", choices=list(PROFILES[model]),
+                             help="full (the default recipe), smoke (a tiny run of seconds)"
+                                  + (", short (the harder ~150k-pair subset)" if "short" in PROFILES[model] else ""))
             sub.add_argument("--name", default=MAIN_RUN, help=f"the run's folder under runs/{model}/ "
                                                               f"(default: {MAIN_RUN})")
             if stage == "train":
