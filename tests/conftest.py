@@ -151,6 +151,31 @@ def make(target: str, root: Path, *extra: str, env: dict | None = None) -> subpr
     )
 
 
+class WritesMarker:
+    """Unpickling this calls pathlib.Path.touch on `marker`: what a crafted data file could do with any
+    function; a loader that runs nothing from data never lets the marker appear."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def interrupt_at(monkeypatch, task, epoch: int) -> None:
+    """Make `task` raise KeyboardInterrupt (Ctrl-C) when its training reaches `epoch`."""
+    train_one_epoch = task.train_one_epoch
+
+    def stop(e):
+        if e == epoch:
+            raise KeyboardInterrupt
+        return train_one_epoch(e)
+
+    monkeypatch.setattr(task, "train_one_epoch", stop)
+
+
 def tree_digest(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}

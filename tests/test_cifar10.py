@@ -3,7 +3,7 @@ import torch
 
 from pipeline.config import PipelineError
 from pipeline.data import cifar10
-from tests.conftest import cifar_members, write_cifar_archive
+from tests.conftest import WritesMarker, cifar_members, write_cifar_archive
 
 
 def test_loads_a_synthetic_archive_in_the_official_format(tmp_path, capsys):
@@ -104,22 +104,10 @@ def test_validation_split_is_disjoint_seeded_and_may_be_empty():
     assert len(cifar10.split_train_val(100, 0, seed=3)[1]) == 0
 
 
-class _WritesMarker:
-    """Unpickling this calls pathlib.Path.touch: what a crafted batch could do with any other function."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import pathlib
-
-        return pathlib.Path.touch, (pathlib.Path(self.marker),)
-
-
 def test_a_batch_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "marker"
     members = cifar_members()
-    members["data_batch_2"][b"batch_label"] = _WritesMarker(str(marker))
+    members["data_batch_2"][b"batch_label"] = WritesMarker(marker)
     archive = write_cifar_archive(tmp_path / "c.tar.gz", members)
     with pytest.raises(PipelineError, match=r"data_batch_2 asks to load pathlib.*refused without running it"):
         cifar10.load_cifar10(tmp_path / "data", archive=archive, strict_counts=False)

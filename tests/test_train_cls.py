@@ -11,6 +11,7 @@ from pipeline.config import REPO, Paths, make_config
 from pipeline.models.resnet import make_resnet
 from pipeline.train import runner
 from pipeline.train.cls import ClsTask, lr_at
+from tests.conftest import WritesMarker, interrupt_at
 
 TINY = ["--epochs", "2", "--batch_size", "16", "--val_size", "32", "--train_limit", "64",
         "--test_limit", "32", "--eval_batch_size", "32", "--low_res_epochs", "1", "--low_res", "16"]
@@ -51,14 +52,7 @@ def test_resume_reproduces_an_uninterrupted_run(cifar_root, monkeypatch):
     whole = runner.run(ClsTask(config, paths), "cls", cifar_root / "whole")
 
     interrupted = ClsTask(config, paths)
-    first_epoch = interrupted.train_one_epoch
-
-    def stop_in_second_epoch(epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return first_epoch(epoch)
-
-    monkeypatch.setattr(interrupted, "train_one_epoch", stop_in_second_epoch)
+    interrupt_at(monkeypatch, interrupted, 1)
     with pytest.raises(runner.PipelineError, match="--resume"):
         runner.run(interrupted, "cls", cifar_root / "parts")
     assert len(_metrics(cifar_root / "parts")) == 1 and (cifar_root / "parts" / "checkpoint.pt").exists()
@@ -121,21 +115,11 @@ def test_training_step_reads_nothing_back_from_the_device_per_step(cifar_root, m
     assert len(reads) <= steps // cls_module.REPORT_EVERY + 2, reads
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import pathlib
-
-        return pathlib.Path.touch, (pathlib.Path(self.marker),)
-
-
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "marker"
     path = tmp_path / "runs" / "cls" / "main" / "checkpoint.pt"
     path.parent.mkdir(parents=True)
-    torch.save({"model": _Payload(str(marker))}, path)
+    torch.save({"model": WritesMarker(marker)}, path)
     with pytest.raises(runner.PipelineError, match="checkpoint.pt is not a readable checkpoint"):
         runner.load_checkpoint(path)
     assert not marker.exists()
@@ -161,9 +145,7 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(cifar_root, monkeypatch, 
     config = make_config("cls", "full", TINY)
     whole = runner.run(ClsTask(config, paths), "cls", cifar_root / "whole")
     interrupted = ClsTask(config, paths)
-    first_epoch = interrupted.train_one_epoch
-    monkeypatch.setattr(interrupted, "train_one_epoch",
-                        lambda epoch: first_epoch(epoch) if epoch == 0 else (_ for _ in ()).throw(KeyboardInterrupt))
+    interrupt_at(monkeypatch, interrupted, 1)
     with pytest.raises(runner.PipelineError):
         runner.run(interrupted, "cls", cifar_root / "torn")
     # As if the machine died while epoch 2's line was being written, before its checkpoint.

@@ -7,7 +7,7 @@ import pytest
 from pipeline.config import Paths, PipelineError, make_config
 from pipeline.train import runner
 from pipeline.train.mt import MtTask
-from tests.conftest import write_tiny_corpus
+from tests.conftest import interrupt_at, write_tiny_corpus
 
 DETERMINISTIC = ("train_loss", "val_loss", "val_bleu", "lr")
 
@@ -31,14 +31,7 @@ def test_resume_reproduces_an_uninterrupted_run(corpus_root, monkeypatch):
     whole = runner.run(MtTask(config, paths), "mt", corpus_root / "whole")
 
     interrupted = MtTask(config, paths)
-    train_one_epoch = interrupted.train_one_epoch
-
-    def stop_in_third_epoch(epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return train_one_epoch(epoch)
-
-    monkeypatch.setattr(interrupted, "train_one_epoch", stop_in_third_epoch)
+    interrupt_at(monkeypatch, interrupted, 2)
     with pytest.raises(PipelineError, match="--resume"):
         runner.run(interrupted, "mt", corpus_root / "parts")
     assert len(_metrics(corpus_root / "parts")) == 2
