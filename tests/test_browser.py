@@ -101,3 +101,121 @@ def test_search_finds_a_page(browser, server):
     page.wait_for_selector(".md-search-result__item", timeout=20_000)
     assert page.locator(".md-search-result__item").count() > 0
     page.close()
+
+
+def built_cell_limit(built):
+    import json
+
+    return json.loads((built.site_assets / "cls" / "metrics.json").read_text())["cell_images"]
+
+
+def _data(built, model):
+    from pipeline.figures.explorer import read_data_script
+
+    return read_data_script(built.site_assets / model / "explorer.js")
+
+
+def _guarded_page(browser, url):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("request", lambda r: problems.append(r.url)
+            if urlparse(r.url).scheme in ("http", "https") and urlparse(r.url).hostname not in ("127.0.0.1", "localhost")
+            else None)
+    page.goto(url, wait_until="load")
+    return page, problems
+
+
+def _lines(page):
+    return page.evaluate("""[...document.querySelectorAll('.attention-line')].filter(l =>
+        getComputedStyle(l).display !== 'none').map(l => [+l.dataset.head, +l.dataset.query, +l.dataset.key,
+        +l.getAttribute('stroke-opacity')])""")
+
+
+def test_attention_explorer_draws_the_json_weights_and_hover_isolates_a_token(browser, server, built):
+    data = _data(built, "mt")["attention"]
+    page, problems = _guarded_page(browser, f"{server}/generated/transformer.html")
+    page.wait_for_selector(".attention-line", state="attached")
+    page.select_option("select[name=kind]", "decoder_source")
+    page.select_option("select[name=head]", "all")
+    weights = data[0]["weights"]["decoder_source"][0]  # layer 1: [head][query][key]
+    drawn = _lines(page)
+    assert len(drawn) == sum(len(row) for head in weights for row in head)
+    page.hover(".attention-token[data-side=query][data-index='1']")
+    shown = _lines(page)
+    assert shown and all(q == 1 for _, q, _, _ in shown)
+    for head, query, key, opacity in shown:
+        assert opacity == pytest.approx(weights[head][query][key], abs=1e-4)
+    page.mouse.move(0, 0)
+    assert len(_lines(page)) == len(drawn)
+    before = _lines(page)
+    page.select_option("select[name=head]", "0")
+    assert {h for h, *_ in _lines(page)} == {0} and _lines(page) != before
+    one_head = _lines(page)
+    page.select_option("select[name=layer]", str(len(data[0]["weights"]["decoder_source"]) - 1))
+    layer_last = _lines(page)
+    page.select_option("select[name=kind]", "encoder_self")
+    encoder = _lines(page)
+    assert len(encoder) == len(data[0]["source_tokens"]) ** 2 and encoder != layer_last
+    assert len(one_head) == len(layer_last)
+    assert not problems, problems
+    page.close()
+
+
+def test_decode_table_searches_and_sorts_every_sentence(browser, server, built):
+    decodes = _data(built, "mt")["decodes"]
+    page, problems = _guarded_page(browser, f"{server}/generated/transformer.html")
+    page.wait_for_selector(".decode-table tbody tr")
+    assert page.locator(".decode-table tbody tr").count() == len(decodes)
+    word = decodes[0]["source"].split()[0]
+    page.fill(".decode-search", word)
+    expected = [d for d in decodes if any(word.lower() in (" · ".join(v) if isinstance(v, list) else str(v)).lower()
+                                          for k, v in d.items() if k in ("source", "references", "greedy", "beam",
+                                                                         "bleu", "chrf"))]
+    assert page.locator(".decode-table tbody tr").count() == len(expected) > 0
+    page.fill(".decode-search", "")
+    page.click(".decode-table th[data-key=bleu]")
+    shown = [float(x) for x in page.locator(".decode-table td[data-key=bleu]").all_inner_texts()]
+    assert shown == sorted(shown)
+    page.click(".decode-table th[data-key=bleu]")
+    shown = [float(x) for x in page.locator(".decode-table td[data-key=bleu]").all_inner_texts()]
+    assert shown == sorted(shown, reverse=True)
+    assert not problems, problems
+    page.close()
+
+
+def test_clicking_a_confusion_cell_shows_exactly_its_images(browser, server, built):
+    import numpy as np
+
+    from pipeline.io import load_arrays
+
+    data = _data(built, "cls")
+    predictions = load_arrays(built.run("cls") / "eval" / "predictions.npz")
+    page, problems = _guarded_page(browser, f"{server}/generated/resnet.html")
+    page.wait_for_selector(".confusion-cell")
+    true, predicted = map(int, next(iter(data["cells"])).split(","))
+    page.click(f"td[data-true='{true}'][data-pred='{predicted}']")
+    shown = [int(i) for i in page.locator(".confusion-thumb").evaluate_all("els => els.map(e => e.dataset.index)")]
+    in_cell = np.flatnonzero((predictions["labels"] == true) & (predictions["predictions"] == predicted))
+    listed = data["cells"][f"{true},{predicted}"]
+    assert shown == [c["index"] for c in listed] and set(shown) <= set(in_cell.tolist())
+    assert len(shown) == min(len(in_cell), built_cell_limit(built))
+    confidences = [c["confidence"] for c in listed]
+    assert confidences == sorted(confidences, reverse=True)  # most confident first
+    loaded = page.evaluate("""new Promise(done => { const img = new Image(); img.onload = () => done(img.width);
+        img.onerror = () => done(0); img.src = getComputedStyle(document.querySelector('.confusion-thumb'))
+        .backgroundImage.slice(5, -2); })""")
+    assert loaded > 0
+    assert not problems, problems
+    page.close()
+
+
+def test_explorers_work_from_file_urls(browser, built):
+    for page_path, selector in (("generated/transformer.html", ".attention-line"),
+                                ("generated/transformer.html", ".decode-table tbody tr"),
+                                ("generated/resnet.html", ".confusion-cell")):
+        page, problems = _guarded_page(browser, (built.site / page_path).as_uri())
+        page.wait_for_selector(selector, state="attached", timeout=10_000)
+        assert not problems, problems
+        page.close()

@@ -78,3 +78,19 @@ def paired_bleu_difference(a: list[str], b: list[str], references: list[list[str
     low, high = np.percentile(differences, [2.5, 97.5])
     difference = score(stats_a.sum(0)) - score(stats_b.sum(0))
     return {"difference": difference, "ci95": float(max(difference - low, high - difference))}
+
+
+def decode_cases(decodes: list[dict], per_case: int) -> list[dict]:
+    """The best, typical and worst sentences by sentence BLEU (ties broken by source text), interleaved
+    best, typical, worst, best, ... so that any first three show one of each."""
+    ranked = sorted(decodes, key=lambda d: (-d["bleu"], d["source"]))
+    middle = max(0, len(ranked) // 2 - per_case // 2)
+    groups = [("best", ranked[:per_case]), ("typical", ranked[middle:middle + per_case]),
+              ("worst", ranked[::-1][:per_case][::-1])]
+    picked, seen = [], set()
+    for n in range(per_case):
+        for case, rows in groups:
+            if n < len(rows) and rows[n]["source"] not in seen:
+                seen.add(rows[n]["source"])
+                picked.append({"case": case, **rows[n]})
+    return picked

@@ -23,6 +23,19 @@ from pipeline.train.runner import autocast, load_checkpoint, pick_device
 GRID = 16  # images per grid of correct / wrong predictions
 CAM_EXAMPLES = 4  # Grad-CAM examples of each kind, correct and wrong
 DELETION_IMAGES = 200  # test images in the deletion test of Grad-CAM
+CELL_IMAGES = 6  # test images kept per cell of the confusion matrix for the explorer, most confident first
+
+
+def cell_examples(labels: np.ndarray, predictions: np.ndarray, confidence: np.ndarray, per_cell: int) -> np.ndarray:
+    """Indices of up to per_cell images of every (true, predicted) cell, most confident first (ties by index),
+    cell by cell in row-major order."""
+    order = np.lexsort((np.arange(len(labels)), -confidence))
+    chosen: dict[tuple[int, int], list[int]] = {}
+    for i in order:
+        cell = chosen.setdefault((int(labels[i]), int(predictions[i])), [])
+        if len(cell) < per_cell:
+            cell.append(int(i))
+    return np.array([i for key in sorted(chosen) for i in chosen[key]], dtype=np.int64)
 SEED = 0  # which correct examples are shown
 
 
@@ -95,6 +108,10 @@ def evaluate_cls(paths: Paths, name: str = MAIN_RUN) -> dict:
     predictions, confidence = probabilities.argmax(1), probabilities.max(1)
     save_arrays(out_dir / "predictions.npz", logits=logits, labels=labels, predictions=predictions)
 
+    cells = cell_examples(labels, predictions, confidence, CELL_IMAGES)
+    save_arrays(out_dir / "cells.npz", index=cells, labels=labels[cells], predictions=predictions[cells],
+                confidence=confidence[cells], images=images[cells].numpy())
+
     chosen = choose_examples(labels, predictions, confidence)
     save_arrays(out_dir / "examples.npz", **{
         f"{kind}_{field}": values[idx]
@@ -150,6 +167,7 @@ def evaluate_cls(paths: Paths, name: str = MAIN_RUN) -> dict:
         "cam_layer": model.cam_layer,
         "cam_layer_output": next(r["output"] for r in layers if r["name"] == model.cam_layer),
         "gradcam_examples": len(cam_idx),
+        "cell_images": CELL_IMAGES,
         "gradcam_deletion": {"images": deletion["images"], "auc": deletion["auc"],
                              "area_between": deletion["area_between"]},
         **run_summary(run_dir, "images_per_s"),

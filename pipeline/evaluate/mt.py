@@ -11,13 +11,14 @@ import torch
 from pipeline.config import CHECKPOINT, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, Paths, config_from_dict
 from pipeline.data.translation import BOS_ID, Tokenizer, pad_batch
 from pipeline.evaluate import run_summary
-from pipeline.evaluate.bleu import corpus_scores, paired_bleu_difference, sentence_scores
+from pipeline.evaluate.bleu import corpus_scores, decode_cases, paired_bleu_difference, sentence_scores
 from pipeline.io import read_json, record_timing, save_arrays, write_json
 from pipeline.models.transformer import Transformer, causal_mask, padding_mask, target_mask
 from pipeline.train.mt import build_model, check_fingerprints, load_splits
 from pipeline.train.runner import load_checkpoint
 
-ATTENTION_EXAMPLES = 3  # test sentences whose attention is drawn
+ATTENTION_PER_CASE = 2  # test sentences per case (best, typical, worst) whose attention is kept
+ATTENTION_WORDS = (3, 12)  # source length (words) of those sentences: long enough to show, short enough to read
 MASK_BATCH = 4  # sentences in the batch whose masks are drawn
 LENGTH_BUCKETS = [(1, 3), (4, 5), (6, 7), (8, 9), (10, 99)]  # source length in words (spaces), inclusive
 SEED = 0
@@ -80,17 +81,17 @@ def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
     decodes = [{**d, **sentence_scores(d["beam"], d["references"])} for d in outputs]
     write_json(out_dir / "decodes.json", decodes)
 
-    # Attention is drawn on the CPU so the arrays do not depend on the device.
-    rng = np.random.default_rng(SEED)
-    mid_length = [i for i, s in enumerate(sources) if 5 <= len(s.split()) <= 8] or list(range(len(sources)))
-    chosen = sorted(rng.choice(mid_length, size=min(ATTENTION_EXAMPLES, len(mid_length)), replace=False).tolist())
+    # Attention of the best, typical and worst sentences of readable length, computed on the CPU so the
+    # arrays do not depend on the device; the explorer and the heatmaps show these same weights.
+    low, high = ATTENTION_WORDS
+    readable = [d for d in decodes if low <= len(d["source"].split()) <= high] or decodes
     examples, arrays = [], {}
-    for n, i in enumerate(chosen):
-        src_ids = src_tok.encode(sources[i])[:model.max_positions]
-        out_ids = tgt_tok.encode(beam[i])[:model.max_positions - 1]
-        examples.append({"source_tokens": src_tok.pieces(src_ids),
+    for n, d in enumerate(decode_cases(readable, ATTENTION_PER_CASE)):
+        src_ids = src_tok.encode(d["source"])[:model.max_positions]
+        out_ids = tgt_tok.encode(d["beam"])[:model.max_positions - 1]
+        examples.append({"case": d["case"], "bleu": d["bleu"], "source_tokens": src_tok.pieces(src_ids),
                          "target_tokens": ["<bos>", *tgt_tok.pieces(out_ids)],
-                         "source": sources[i], "output": beam[i], "references": references[i]})
+                         "source": d["source"], "output": d["beam"], "references": d["references"]})
         for kind, weights in attention_for(model, src_ids, out_ids).items():
             arrays[f"example{n}_{kind}"] = weights
     save_arrays(out_dir / "attention.npz", **arrays)

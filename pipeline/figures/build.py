@@ -9,13 +9,16 @@ import numpy as np
 
 from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineError
 from pipeline.evaluate.metrics import normalize_rows
+from pipeline.evaluate.bleu import decode_cases
 from pipeline.experiments import experiment_results
 from pipeline.figures import cls as cls_figures
 from pipeline.figures import experiments as experiment_figures
+from pipeline.figures import explorer
 from pipeline.figures import mt as mt_figures
 from pipeline.io import load_arrays, read_json, read_jsonl, record_timing, write_json
 
 FIGURES = "figures.json"
+HEATMAP_EXAMPLES = 3  # attention examples drawn as heatmaps (best, typical, worst); the explorer shows them all
 
 
 def entry_maker(paths: Paths, model: str):
@@ -63,6 +66,18 @@ def build_cls(paths: Paths) -> list[dict]:
                                            classes, title, out / f"grid_{kind}.png")
         figures.append(entry(file, title, caption, f"Grid of {len(examples[f'{kind}_images'])} test images "
                              "with true and predicted labels.", id=f"cls_grid_{kind}"))
+    cells = load_arrays(eval_dir / "cells.npz")
+    sprite, offsets = explorer.thumbnail_sprite(cells["images"], out / "cells.jpg")
+    by_cell: dict[str, list[dict]] = {}
+    for (x, y), index, true, predicted, confidence in zip(offsets, cells["index"], cells["labels"],
+                                                          cells["predictions"], cells["confidence"]):
+        by_cell.setdefault(f"{true},{predicted}", []).append(
+            {"index": int(index), "confidence": round(float(confidence), 4), "x": x, "y": y})
+    explorer.data_script(out / "explorer.js", "confusion", {
+        "classes": classes, "counts": metrics["confusion"], "cells": by_cell,
+        "sprite": sprite.relative_to(paths.site_assets).as_posix(), "size": int(cells["images"].shape[-1]),
+        "columns": explorer.SPRITE_COLUMNS,
+    })
     correct = cams["labels"] == cams["predictions"]
     for kind, rows in (("correct", correct), ("wrong", ~correct)):
         if not rows.any():
@@ -76,15 +91,6 @@ def build_cls(paths: Paths) -> list[dict]:
                              f"Rows of test images with Grad-CAM heatmaps for {kind} predictions.",
                              id=f"cls_gradcam_{kind}"))
     return figures
-
-
-def _decode_cases(decodes: list[dict], per_case: int = 3) -> list[dict]:
-    """Best, typical and worst sentences by sentence BLEU, ties broken by source text."""
-    ranked = sorted(decodes, key=lambda d: (-d["bleu"], d["source"]))
-    middle = len(ranked) // 2 - per_case // 2
-    chosen = [("best", ranked[:per_case]), ("typical", ranked[middle:middle + per_case]),
-              ("worst", ranked[-per_case:])]
-    return [{"case": case, **d} for case, rows in chosen for d in rows]
 
 
 def build_mt(paths: Paths) -> list[dict]:
@@ -103,8 +109,7 @@ def build_mt(paths: Paths) -> list[dict]:
               "Bar chart of BLEU per source-length bucket.", id="mt_bleu_by_length"),
     ]
     decodes = read_json(eval_dir / "decodes.json", "decoded test sentences")
-    write_json(out / "decodes.json", decodes)  # every test sentence, for the site's data
-    cases = _decode_cases(decodes)
+    cases = decode_cases(decodes, per_case=3)
     write_json(out / "decode_table.json", cases)
     languages = (metrics["src_lang"], metrics["tgt_lang"])
     figures.append(entry(mt_figures.decode_table(cases, languages, out / "decode_table.png"), "Decoded outputs",
@@ -122,7 +127,15 @@ def build_mt(paths: Paths) -> list[dict]:
 
     weights = load_arrays(eval_dir / "attention.npz")
     attention_examples = read_json(eval_dir / "attention.json", "attention examples")
-    for n, example in enumerate(attention_examples):
+    explorer.data_script(out / "explorer.js", "translation", {
+        "languages": [metrics["src_lang"], metrics["tgt_lang"]],
+        "decodes": [{k: d[k] for k in ("source", "references", "greedy", "beam")}
+                    | {"bleu": round(d["bleu"], 2), "chrf": round(d["chrf"], 2)} for d in decodes],
+        "attention": [{**example, "weights": {kind: np.round(weights[f"example{n}_{kind}"], 4).tolist()
+                                              for kind in mt_figures.KIND_TITLES}}
+                      for n, example in enumerate(attention_examples)],
+    })
+    for n, example in enumerate(attention_examples[:HEATMAP_EXAMPLES]):
         source, target = example["source_tokens"], example["target_tokens"]
         for kind in mt_figures.KIND_TITLES:
             stack = weights[f"example{n}_{kind}"]  # (layers, heads, Tq, Tk)
