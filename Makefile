@@ -18,6 +18,9 @@ CIFAR10_ARCHIVE ?= $(wildcard $(abspath ../shared/data/cifar-10-python.tar.gz))
 export CIFAR10_ARCHIVE
 export NO_MKDOCS_2_WARNING := 1
 PROFILE ?= full
+# NPROC=2 trains under torchrun with that many processes (DistributedDataParallel; gloo on the CPU, NCCL on GPUs).
+NPROC ?= 1
+PIPELINE := $(if $(filter 1,$(NPROC)),$(PY) -m pipeline,$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m pipeline)
 CLS_ARGS ?=
 MT_ARGS ?=
 MKDOCS_BUILD := mkdocs build --strict -f mkdocs.yml
@@ -67,10 +70,10 @@ train-cls: $(CLS_RUN) ## train ResNet-18 on CIFAR-10 (PROFILE=smoke for seconds;
 train-mt: $(MT_RUN) ## train the Transformer on toy French->English (MT_ARGS="--corpus short")
 
 $(CLS_RUN): | $(SETUP)
-	$(PY) -m pipeline train cls --resume --profile $(PROFILE) $(CLS_ARGS)
+	$(PIPELINE) train cls --resume --profile $(PROFILE) $(CLS_ARGS)
 
 $(MT_RUN): | $(SETUP)
-	$(PY) -m pipeline train mt --resume --profile $(PROFILE) $(MT_ARGS)
+	$(PIPELINE) train mt --resume --profile $(PROFILE) $(MT_ARGS)
 
 $(CLS_EVAL): $(CLS_RUN)
 	$(PY) -m pipeline evaluate cls
@@ -96,7 +99,7 @@ $(MANIFEST): $(CLS_FIGURES) $(MT_FIGURES) $(EXPERIMENT_FIGURES)
 	$(PY) -m pipeline manifest
 
 experiments: $(CLS_EVAL) $(MT_EVAL) ## train the missing runs of experiments.yaml (NAMES="masks seeds-mt" for some), then compare
-	$(PY) -m pipeline experiments $(NAMES)
+	$(PIPELINE) experiments $(NAMES)
 	$(MAKE) --no-print-directory $(EXPERIMENT_FIGURES)
 
 pages: $(PAGES) $(NOTEBOOKS) ## render the templates into docs/generated/ and execute the notebooks

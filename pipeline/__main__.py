@@ -7,6 +7,7 @@ stages: train MODEL, bench MODEL, experiments [NAME ...], evaluate MODEL, compar
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 
@@ -69,8 +70,9 @@ def _run(args: argparse.Namespace) -> None:
                 raise PipelineError(f"No experiment named {', '.join(sorted(unknown))} in experiments.yaml; it has "
                                     f"{', '.join(e.name for e in experiments)}.")
             train_missing(paths, [e for e in experiments if not args.names or e.name in args.names])
-        print(f"{len(compare_all(paths, experiments))} experiments with finished runs in "
-              f"{paths.site_assets / 'experiments'}")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone compares
+            print(f"{len(compare_all(paths, experiments))} experiments with finished runs in "
+                  f"{paths.site_assets / 'experiments'}")
     elif args.stage == "evaluate":
         from pipeline.evaluate import evaluate
 

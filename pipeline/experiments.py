@@ -195,7 +195,8 @@ def train_missing(paths: Paths, experiments: list[Experiment]) -> None:
     if not todo:
         print("every experiment run has finished")
     for experiment in experiments:
-        if experiment.analysis == "gradient_norms" and not analysis_path(paths, "gradient_norms").exists():
+        if experiment.analysis == "gradient_norms" and not analysis_path(paths, "gradient_norms").exists() \
+                and os.environ.get("RANK", "0") == "0":
             print(f"{experiment.name}: gradient norms of ResNet-18/34, residual and plain", flush=True)
             run_gradient_norms(paths)
 

@@ -18,6 +18,11 @@ def make_task(model: str, config, paths: Paths):
 
 def train(model: str, config, run_dir: Path, paths: Paths, resume: bool = False) -> dict:
     """Train `model` with `config` into run_dir (runs/<model>/<name>/); returns the final test scores."""
+    from pipeline.train.distributed import close
     from pipeline.train.runner import run
 
-    return run(make_task(model, config, paths), model, run_dir, resume=resume)
+    task = make_task(model, config, paths)
+    try:
+        return run(task, model, run_dir, resume=resume)
+    finally:
+        close(task.world)

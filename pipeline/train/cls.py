@@ -12,6 +12,7 @@ from pipeline.config import TEST_OUTPUTS, ClsConfig, Paths, PipelineError
 from pipeline.data.cifar10 import augment, load_cifar10, normalize, split_train_val
 from pipeline.io import save_arrays
 from pipeline.models.resnet import ResNet, make_resnet
+from pipeline.train import distributed
 from pipeline.train.runner import (
     autocast, epoch_generator, pick_device, progress, resolve_precision, seed_everything, steps_per_second,
 )
@@ -80,10 +81,16 @@ class ClsTask:
 
     def __init__(self, config: ClsConfig, paths: Paths):
         self.config = config
-        self.device = pick_device(config.device)
+        self.world = distributed.init(config.device)
+        if config.batch_size % self.world.size:
+            raise PipelineError(f"--batch_size {config.batch_size} is the global batch of all "
+                                f"{self.world.size} processes and must divide evenly among them.")
+        self.device = pick_device(config.device, self.world)
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.precision, self.precision_probe = resolve_precision(config.precision, self.device, self._probe_rate)
+        # Every rank must train in the same precision: rank 0 probes, the others take its answer.
+        self.precision, self.precision_probe = distributed.from_rank0(
+            lambda: resolve_precision(config.precision, self.device, self._probe_rate), self.world)
         seed_everything(config.seed)
         data = load_cifar10(paths.data, strict_counts=config.train_limit == 0 and config.test_limit == 0)
         train_idx, val_idx = split_train_val(len(data.train_labels), config.val_size, config.seed)
@@ -105,6 +112,9 @@ class ClsTask:
         self.classes = data.classes
 
         self.model = build_model(config, self.device)
+        # Under torchrun, DDP averages the gradients; each rank's BatchNorm normalises its own share of the
+        # batch, and rank 0's running statistics are broadcast to the others at every step.
+        self.net = distributed.wrap(self.model, self.world)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=config.lr, momentum=config.momentum,
             nesterov=True, weight_decay=config.weight_decay,
@@ -144,17 +154,19 @@ class ClsTask:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
         t0 = time.perf_counter()
-        with progress(self.steps_per_epoch * config.batch_size, f"cls epoch {epoch + 1}", "img") as bar:
+        with progress(self.steps_per_epoch * config.batch_size, f"cls epoch {epoch + 1}", "img", self.world) as bar:
             for i in range(self.steps_per_epoch):
+                # The global batch, augmented alike on every rank (one random stream), then this rank's share.
                 idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-                x = prepare(augment(self.train_images[idx], generator, config.crop_padding), self.device,
-                            config.channels_last, size)
-                y = self.train_labels[idx]
+                images = distributed.local_share(augment(self.train_images[idx], generator, config.crop_padding),
+                                                 self.world)
+                x = prepare(images, self.device, config.channels_last, size)
+                y = distributed.local_share(self.train_labels[idx], self.world)
                 lr = lr_at(self.step, self.total_steps, config.lr, config.warmup_frac)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 with autocast(self.device, self.precision):
-                    logits = model(x)
+                    logits = self.net(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
@@ -164,10 +176,13 @@ class ClsTask:
                 loss_sum += loss.detach().float() * len(y)
                 correct += (logits.argmax(1) == y).sum()
                 seen += len(y)
-                bar.update(len(y))
+                bar.update(len(idx))
                 if (i + 1) % REPORT_EVERY == 0:
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", lr=f"{lr:.3g}")
         seconds = time.perf_counter() - t0
+        totals = distributed.sum_over_ranks(torch.stack([loss_sum, correct.float(),
+                                                         torch.tensor(float(seen), device=self.device)]), self.world)
+        loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
         return {
             "train_loss": loss_sum.item() / max(seen, 1),
             "train_accuracy": correct.item() / max(seen, 1),
@@ -179,6 +194,7 @@ class ClsTask:
         }
 
     def _predict(self, images: torch.Tensor, tta: bool) -> torch.Tensor:
+        """Validation and test run on rank 0 alone, on the plain module (no DDP hooks)."""
         return predict_logits(self.model, images, self.config, self.device, self.precision, tta)
 
     def evaluate(self) -> dict:

@@ -18,6 +18,7 @@ from pipeline.evaluate.bleu import corpus_bleu, test_scores
 from pipeline.evaluate.decode import translate
 from pipeline.io import write_json
 from pipeline.models.transformer import Transformer, make_transformer
+from pipeline.train import distributed
 from pipeline.train.runner import epoch_generator, pick_device, progress, seed_everything
 
 
@@ -34,11 +35,12 @@ def build_model(config: MtConfig, src_vocab: int, tgt_vocab: int, device: torch.
                             mask_source_padding=config.source_padding_mask).to(device)
 
 
-def sequence_loss(model: Transformer, src: torch.Tensor, tgt: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """Mean label-smoothed cross-entropy of the next target token, padding ignored."""
+def sequence_loss(model: Transformer, src: torch.Tensor, tgt: torch.Tensor, label_smoothing: float,
+                  reduction: str = "mean") -> torch.Tensor:
+    """Label-smoothed cross-entropy of the next target token, padding ignored: mean or sum over tokens."""
     logits = model(src, tgt[:, :-1])  # (B, T-1, vocab)
     return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_ID,
-                           label_smoothing=label_smoothing)
+                           label_smoothing=label_smoothing, reduction=reduction)
 
 
 def load_splits(config: MtConfig) -> tuple[Splits, dict]:
@@ -80,7 +82,8 @@ class MtTask:
 
     def __init__(self, config: MtConfig, paths: Paths):
         self.config = config
-        self.device = pick_device(config.device)
+        self.world = distributed.init(config.device)
+        self.device = pick_device(config.device, self.world)
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
@@ -95,6 +98,7 @@ class MtTask:
         self.val_sources, self.val_references = with_all_references(self.val_pairs)
         self.test_sources, self.test_references = with_all_references(test)
         self.model = build_model(config, len(self.src_tok), len(self.tgt_tok), self.device)
+        self.net = distributed.wrap(self.model, self.world)  # DDP under torchrun: gradients averaged over ranks
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-9)
         self.step = 0
 
@@ -111,26 +115,33 @@ class MtTask:
         loss_sum = torch.zeros((), device=self.device)  # summed on the device, read every REPORT_EVERY steps
         tokens = 0
         t0 = time.perf_counter()
-        with progress(sum(s + t for s, t in lengths), f"mt epoch {epoch + 1}", "tok") as bar:
+        with progress(sum(s + t for s, t in lengths), f"mt epoch {epoch + 1}", "tok", self.world) as bar:
             for step, batch in enumerate(batches, 1):
-                src, tgt = self._tensors([self.train_ids[i] for i in batch])
+                n = sum(lengths[i][1] for i in batch) + len(batch)  # predicted tokens: target words and <eos>
+                # This rank's share of the batch; a batch with fewer pairs than ranks leaves a rank one pair
+                # that counts zero, so every rank still takes part in the step.
+                share = distributed.local_share(batch, self.world)
+                weight = 1.0 if share else 0.0
+                src, tgt = self._tensors([self.train_ids[i] for i in share or batch[:1]])
                 lr = lr_at(self.step, config.warmup_steps, config.lr)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                loss = sequence_loss(model, src, tgt, config.label_smoothing)
+                # Summed over this rank's tokens and divided by the whole batch's: after DDP averages the
+                # ranks' gradients, the step is that of the mean over every token of the batch.
+                local_sum = sequence_loss(self.net, src, tgt, config.label_smoothing, reduction="sum") * weight
+                loss = local_sum * (self.world.size / n)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
                 self.optimizer.step()
                 self.step += 1
-                words = sum(lengths[i][0] + lengths[i][1] for i in batch)  # source + target words
-                n = sum(lengths[i][1] for i in batch) + len(batch)  # predicted tokens: target words and <eos>
-                loss_sum += loss.detach() * n
+                loss_sum += local_sum.detach()
                 tokens += n
-                bar.update(words)
+                bar.update(sum(lengths[i][0] + lengths[i][1] for i in batch))  # source + target words
                 if step % REPORT_EVERY == 0:
-                    bar.set_postfix(loss=f"{loss_sum.item() / tokens:.3f}", lr=f"{lr:.2e}")
+                    bar.set_postfix(loss=f"{loss_sum.item() * self.world.size / tokens:.3f}", lr=f"{lr:.2e}")
         seconds = time.perf_counter() - t0
+        loss_sum = distributed.sum_over_ranks(loss_sum, self.world)
         return {
             "train_loss": loss_sum.item() / max(tokens, 1),
             "lr": lr,

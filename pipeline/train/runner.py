@@ -21,18 +21,19 @@ from tqdm.auto import tqdm
 
 from pipeline.config import CHECKPOINT, CONFIG, FINAL, METRICS, PROVENANCE, REPO, TEST_OUTPUTS, PipelineError
 from pipeline.io import append_jsonl, atomic_path, read_json, read_jsonl, write_json, write_text
+from pipeline.train.distributed import World, barrier
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    """The device asked for, or with "auto": CUDA, then Apple's MPS, then the CPU."""
+def pick_device(requested: str = "auto", world: World = World()) -> torch.device:
+    """The device asked for, or with "auto": CUDA (this rank's GPU under torchrun), then Apple's MPS, then the CPU."""
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps}
     if requested == "auto":
-        return torch.device("cuda" if available["cuda"] else "mps" if mps else "cpu")
-    if not available.get(requested, False):
+        requested = "cuda" if available["cuda"] else "mps" if mps else "cpu"
+    elif not available.get(requested, False):
         raise PipelineError(f"--device {requested} was asked for, but this machine's torch has no {requested} "
                             "device; use --device auto to take what is there.")
-    return torch.device(requested)
+    return torch.device("cuda", world.local_rank) if requested == "cuda" else torch.device(requested)
 
 
 BF16_MARGIN = 1.10  # bf16 must train this much faster than fp32 to be chosen: fp32 is the more exact
@@ -80,9 +81,10 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def progress(total: int, desc: str, unit: str) -> tqdm:
-    """A bar with the rate and the time left; quiet under pytest's captured output is fine."""
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False)
+def progress(total: int, desc: str, unit: str, world: World = World()) -> tqdm:
+    """A bar with the rate and the time left, on rank 0 only."""
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False,
+                disable=not world.main)
 
 
 def _git_commit() -> str:
@@ -115,7 +117,7 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx
 
 
 def provenance(seed: int, device: torch.device, precision: str, channels_last: bool | None = None,
-               precision_probe: dict | None = None) -> dict:
+               precision_probe: dict | None = None, world: World = World()) -> dict:
     """Who, what and where of a run: enough to reproduce it or to explain a difference."""
     versions = {}
     for package in ("torch", "torchvision", "numpy", "sacrebleu", "matplotlib", "seaborn"):
@@ -136,6 +138,7 @@ def provenance(seed: int, device: torch.device, precision: str, channels_last: b
         "cpu": cpu,
         "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
         "threads": torch.get_num_threads(),
+        "processes": world.size,  # torchrun ranks; batch sizes in the config are global (all ranks together)
         "precision": precision,
         **(precision_probe or {}),
         **({"channels_last": channels_last} if channels_last is not None else {}),
@@ -149,6 +152,7 @@ class Task(Protocol):
     device: torch.device
     precision: str
     model: torch.nn.Module
+    world: World
 
     def train_one_epoch(self, epoch: int) -> dict: ...
 
@@ -206,9 +210,11 @@ def _fmt(record: dict) -> str:
 
 
 def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dict:
-    """Train epoch by epoch with a checkpoint after each, then score the test split once."""
-    config = task.config
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Train epoch by epoch with a checkpoint after each, then score the test split once.
+
+    Under torchrun every rank trains its share of each batch; rank 0 alone validates, scores, writes the
+    files and prints, while the others wait. Returns the final scores (empty on the other ranks)."""
+    config, world = task.config, task.world
     checkpoint, metrics = run_dir / CHECKPOINT, run_dir / METRICS
     start_epoch, elapsed = 0, 0.0
     if resume and checkpoint.is_file():
@@ -222,53 +228,62 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
         task.load_state_dict(state["task"], checkpoint)
         set_rng_state(state["rng"])
         start_epoch, elapsed = state["epoch"] + 1, state["elapsed"]
-        # Drop lines of an epoch that was logged but never checkpointed, and a line torn by a crash.
-        kept = [r for r in read_jsonl(metrics, drop_torn_tail=True) if r["epoch"] < start_epoch] \
-            if metrics.exists() else []
-        write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
-        print(f"resuming {model_name} from {checkpoint} after epoch {state['epoch'] + 1}")
-    else:
+        if world.main:
+            # Drop lines of an epoch that was logged but never checkpointed, and a line torn by a crash.
+            kept = [r for r in read_jsonl(metrics, drop_torn_tail=True) if r["epoch"] < start_epoch] \
+                if metrics.exists() else []
+            write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
+            print(f"resuming {model_name} from {checkpoint} after epoch {state['epoch'] + 1}")
+    elif world.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
         for stale in [checkpoint, metrics, run_dir / FINAL, *run_dir.glob(TEST_OUTPUTS + ".*")]:
             stale.unlink(missing_ok=True)
         write_json(run_dir / CONFIG, {"model": model_name, **dataclasses.asdict(config)})
         write_json(run_dir / PROVENANCE, provenance(config.seed, task.device, task.precision,
                                                     getattr(config, "channels_last", None),
-                                                    getattr(task, "precision_probe", None)))
+                                                    getattr(task, "precision_probe", None), world))
+    barrier(world)  # no rank starts before the stale files are gone
 
     try:
         for epoch in range(start_epoch, config.epochs):
             t0 = time.perf_counter()
             record = {"epoch": epoch, **task.train_one_epoch(epoch)}
             t1 = time.perf_counter()
-            record.update(task.evaluate())
+            if world.main:
+                record.update(task.evaluate())
             record["eval_s"] = round(time.perf_counter() - t1, 2)
             elapsed += time.perf_counter() - t0
             record["elapsed_s"] = round(elapsed, 2)
-            append_jsonl(metrics, record)
-            save_checkpoint(checkpoint, {
-                "model": model_name,
-                "epoch": epoch,
-                "elapsed": elapsed,
-                "config": dataclasses.asdict(config),
-                "seed": config.seed,
-                "task": task.state_dict(),
-                "rng": rng_state(),
-            })
-            print(f"[{model_name}] epoch {epoch + 1}/{config.epochs}  {_fmt(record)}", flush=True)
+            if world.main:
+                append_jsonl(metrics, record)
+                save_checkpoint(checkpoint, {
+                    "model": model_name,
+                    "epoch": epoch,
+                    "elapsed": elapsed,
+                    "config": dataclasses.asdict(config),
+                    "seed": config.seed,
+                    "task": task.state_dict(),
+                    "rng": rng_state(),
+                })
+                print(f"[{model_name}] epoch {epoch + 1}/{config.epochs}  {_fmt(record)}", flush=True)
+            barrier(world)
     except KeyboardInterrupt:
         raise PipelineError(
             f"Interrupted. {checkpoint} holds the last finished epoch; run the same command with "
             "--resume (or `make train` again) to continue where it stopped."
         ) from None
 
-    t0 = time.perf_counter()
-    final = task.test(run_dir)
-    final.update(train_wall_s=round(elapsed, 2), test_wall_s=round(time.perf_counter() - t0, 2),
-                 parameters=sum(p.numel() for p in task.model.parameters()))
-    write_json(run_dir / FINAL, final)
-    info = read_json(run_dir / PROVENANCE, "provenance file")
-    info["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    info["train_wall_s"] = round(elapsed, 2)
-    write_json(run_dir / PROVENANCE, info)
-    print(f"[{model_name}] test  {_fmt(final)}", flush=True)
+    final = {}
+    if world.main:
+        t0 = time.perf_counter()
+        final = task.test(run_dir)
+        final.update(train_wall_s=round(elapsed, 2), test_wall_s=round(time.perf_counter() - t0, 2),
+                     parameters=sum(p.numel() for p in task.model.parameters()))
+        write_json(run_dir / FINAL, final)
+        info = read_json(run_dir / PROVENANCE, "provenance file")
+        info["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        info["train_wall_s"] = round(elapsed, 2)
+        write_json(run_dir / PROVENANCE, info)
+        print(f"[{model_name}] test  {_fmt(final)}", flush=True)
+    barrier(world)
     return final

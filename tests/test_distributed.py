@@ -1,0 +1,72 @@
+"""Both trainings under torchrun on the CPU (gloo, two processes): one run, one metrics file, one checkpoint,
+resumable, the same first epoch as one process on the same global batch, and no hang when a rank dies."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline.config import REPO
+from tests.conftest import cifar_members, write_cifar_archive, write_tiny_corpus
+
+pytestmark = pytest.mark.slow
+
+ARGS = {
+    "cls": ["--profile", "smoke", "--epochs", "2", "--train_limit", "128", "--val_size", "32", "--test_limit", "32",
+            "--batch_size", "32", "--precision", "fp32"],
+    "mt": ["--profile", "smoke", "--epochs", "2"],
+}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    write_cifar_archive(root / "data" / "cifar-10-python.tar.gz", cifar_members(per_batch=40))
+    write_tiny_corpus(root / "tiny.tsv")
+    return root
+
+
+def _train(root, model, name, processes, *extra, fault=None, timeout=300):
+    args = [*ARGS[model], *(["--corpus", str(root / "tiny.tsv")] if model == "mt" else []), "--name", name, *extra]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+                "-m", "tests.ddp_entry"] if processes > 1 else [sys.executable, "-m", "tests.ddp_entry"]
+    env = {**os.environ, "PIPELINE_ROOT": str(root), "CIFAR10_ARCHIVE": "", "OMP_NUM_THREADS": "1",
+           "PIPELINE_TEST_FAULT": fault or ""}
+    return subprocess.run([*launcher, "train", model, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _metrics(root, model, name):
+    return [json.loads(line) for line in (root / "runs" / model / name / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("model, tolerance", [("cls", 0.05), ("mt", 1e-4)])
+def test_two_processes_train_one_run_like_one_process_and_resume(root, model, tolerance):
+    single = _train(root, model, "single", 1)
+    assert single.returncode == 0, single.stderr[-2000:]
+    interrupted = _train(root, model, "ddp", 2, fault="interrupt@1")
+    assert interrupted.returncode != 0 and "--resume" in interrupted.stderr
+    run_dir = root / "runs" / model / "ddp"
+    assert len(_metrics(root, model, "ddp")) == 1 and (run_dir / "checkpoint.pt").exists()
+    resumed = _train(root, model, "ddp", 2, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.stdout.count("resuming") == 1  # rank 0 alone speaks
+    records = _metrics(root, model, "ddp")
+    assert [r["epoch"] for r in records] == [0, 1]  # one line per epoch for the whole run
+    assert sorted(p.name for p in run_dir.iterdir() if p.suffix in (".pt", ".jsonl")) == ["checkpoint.pt",
+                                                                                          "metrics.jsonl"]
+    assert json.loads((run_dir / "provenance.json").read_text())["processes"] == 2
+    first = _metrics(root, model, "single")[0]["train_loss"]
+    assert records[0]["train_loss"] == pytest.approx(first, rel=tolerance)
+    assert json.loads((run_dir / "final.json").read_text())["train_wall_s"] > 0
+
+
+def test_a_failing_rank_stops_the_whole_run(root):
+    t0 = time.perf_counter()
+    result = _train(root, "mt", "crash", 2, fault="crash@0@1", timeout=240)
+    assert result.returncode != 0
+    assert "injected failure on rank 1" in result.stderr
+    assert time.perf_counter() - t0 < 120  # stopped, not hung until the collective's timeout
