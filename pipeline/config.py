@@ -253,6 +253,14 @@ def make_config(model: str, profile: str = "full", overrides: dict | list[str] |
         parser = OptionParser(prog=f"python -m pipeline train {model}", add_help=False)
         add_config_options(parser, model)
         overrides = vars(parser.parse_args(overrides))
+    fields = {f.name: f for f in dataclasses.fields(CONFIGS[model])}
+    for name, value in (overrides or {}).items():
+        if name not in fields:
+            raise PipelineError(f"{name!r} is not an option of {model}.")
+        kind = _type_name(fields[name])
+        expected = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}[kind]
+        if not isinstance(value, expected) or (kind in ("int", "float") and isinstance(value, bool)):
+            raise PipelineError(f"--{name} expects a {kind}, got {value!r}.")
     return validate(CONFIGS[model](**{**PROFILES[model][profile], **(overrides or {})}))
 
 

@@ -130,7 +130,7 @@ def test_gradient_norms_cover_every_layer_of_the_four_networks():
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     result = gradient_norms(x, y, iter([(x, y)] * 2), steps=2)
     layers = {name: len(v) for name, v in result["networks"].items()}
-    # 18: stem + 16 block convolutions + 3 projections + classifier; plain networks lose the projections.
-    assert layers == {"ResNet-18 (residual)": 21, "ResNet-18 plain": 18, "ResNet-34 (residual)": 37,
-                      "ResNet-34 plain": 34}
+    # The stem and every block: 1 + 8 for 18 layers, 1 + 16 for 34, with or without shortcuts.
+    assert layers == {"ResNet-18 (residual)": 9, "ResNet-18 plain": 9, "ResNet-34 (residual)": 17,
+                      "ResNet-34 plain": 17}
     assert all(v["init"] > 0 and v["trained"] > 0 for vs in result["networks"].values() for v in vs)

@@ -134,8 +134,12 @@ def test_device_choice_and_precision_contexts():
     # Devices autocast does not serve get a context that changes nothing, whatever the precision asked.
     assert isinstance(runner.autocast(torch.device("mps"), "bf16"), contextlib.nullcontext)
     assert isinstance(runner.autocast(torch.device("cpu"), "fp32"), contextlib.nullcontext)
-    assert runner.resolve_precision("auto", torch.device("mps")) == "fp32"
-    assert runner.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert runner.resolve_precision("auto", torch.device("mps")) == ("fp32", {})
+    assert runner.resolve_precision("auto", torch.device("cuda")) == ("fp16", {})
+    # On the CPU the probe decides: bf16 only where it is clearly faster than fp32.
+    assert runner.resolve_precision("auto", torch.device("cpu"), {"fp32": 100, "bf16": 150}.get)[0] == "bf16"
+    assert runner.resolve_precision("auto", torch.device("cpu"), {"fp32": 100, "bf16": 80}.get)[0] == "fp32"
+    assert runner.resolve_precision("auto", torch.device("cpu"), {"fp32": 100, "bf16": 105}.get)[0] == "fp32"
     with pytest.raises(runner.PipelineError, match="--device must be"):
         make_config("cls", "full", ["--device", "tpu"])
 

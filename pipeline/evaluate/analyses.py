@@ -14,11 +14,26 @@ NETWORKS = {"ResNet-18 (residual)": (18, True), "ResNet-18 plain": (18, False),
 
 
 def layer_gradient_norms(model: ResNet, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    """L2 norm of the loss gradient of every convolution and the classifier, input to output."""
-    model.zero_grad(set_to_none=True)
-    F.cross_entropy(model(x), y).backward()
-    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    return [float(m.weight.grad.norm()) for m in layers]
+    """L2 norm of the loss gradient with respect to the output of the stem and of every block, input to
+    output. (Block outputs, not weights: the zero-initialised last batch norm of each residual block gives its
+    convolutions no gradient at all at initialisation, while the signal still flows through the shortcut.)"""
+    from pipeline.models.resnet import BasicBlock
+
+    outputs = []
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        outputs.append(output)
+
+    layers = [model.stem] + [m for m in model.modules() if isinstance(m, BasicBlock)]
+    handles = [layer.register_forward_hook(keep) for layer in layers]
+    try:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [float(o.grad.norm()) for o in outputs]
 
 
 def gradient_norms(x: torch.Tensor, y: torch.Tensor, batches, steps: int, lr: float = 0.05, seed: int = 0) -> dict:
@@ -42,6 +57,11 @@ def gradient_norms(x: torch.Tensor, y: torch.Tensor, batches, steps: int, lr: fl
 
 SHARES = np.linspace(0, 0.9, 10)  # share of the pixels removed at each step of the deletion test
 ORDERS = ("most salient first", "random", "least salient first")
+
+
+def area_under(curves: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Trapezoidal area under each row of curves (rows, len(x))."""
+    return ((curves[:, 1:] + curves[:, :-1]) / 2 * np.diff(x)).sum(axis=1)
 
 
 @torch.no_grad()
@@ -68,7 +88,7 @@ def deletion_curves(predict, images: torch.Tensor, maps: np.ndarray, classes: to
             probabilities = predict(images * mask)
             rows.append(probabilities.gather(1, classes[:, None])[:, 0].float().cpu().numpy())
         confidence[order] = np.stack(rows, axis=1).tolist()  # (images, steps)
-    auc = {order: np.trapz(np.array(confidence[order]), SHARES, axis=1) for order in ORDERS}
+    auc = {order: area_under(np.array(confidence[order]), SHARES) for order in ORDERS}
     gap_random = auc["random"] - auc["most salient first"]
     gap_least = auc["least salient first"] - auc["most salient first"]
     summary = {name: {"mean": float(gap.mean()), "sd": float(gap.std(ddof=1)) if n > 1 else 0.0,

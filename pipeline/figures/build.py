@@ -191,9 +191,9 @@ def build_experiments(paths: Paths) -> list[dict]:
         if "gradient_norms" in result:
             figures.append(entry(experiment_figures.gradient_norms(result["gradient_norms"],
                                                                    out / f"{name}_gradient_norms.png"),
-                                 "Gradient norm per layer", "The L2 norm of the loss gradient of every convolution "
-                                 "and of the classifier, input to output, on one batch of real training images, at "
-                                 f"initialisation and after {result['gradient_norms']['steps']} SGD steps.",
+                                 "Gradient norm per block", "The L2 norm of the loss gradient at the output of the "
+                                 "stem and of every block, input to output, on one batch of real training images, "
+                                 f"at initialisation and after {result['gradient_norms']['steps']} SGD steps.",
                                  "Two panels of per-layer gradient norms on a log scale, four networks each.",
                                  "gradient_norms"))
     return figures

@@ -47,8 +47,8 @@ def overlaid_curves(result: dict, metrics: list[str], path: Path) -> Path:
 
 
 def gradient_norms(norms: dict, path: Path) -> Path:
-    """Gradient norm of every layer, input to output, for each network: at initialisation and after a few
-    steps, on a logarithmic scale (plain networks' early layers get orders of magnitude less)."""
+    """Gradient norm at the output of the stem and of every block, input to output, for each network: at
+    initialisation and after a few steps, on a logarithmic scale."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for ax, moment in zip(axes, ("init", "trained")):
         for i, (name, layers) in enumerate(norms["networks"].items()):
@@ -56,11 +56,11 @@ def gradient_norms(norms: dict, path: Path) -> Path:
             ax.plot(np.arange(1, len(values) + 1), values, "-", color=f"C{i}", label=name,
                     linestyle="-" if "residual" in name else "--")
         ax.set_yscale("log")
-        ax.set_xlabel("layer (input → output)")
+        ax.set_xlabel("stem, then block after block (input → output)")
         ax.set_title("at initialisation" if moment == "init" else f"after {norms['steps']} training steps")
         ax.legend(fontsize=8)
-    axes[0].set_ylabel("gradient L2 norm of the layer's weights")
-    fig.suptitle("Gradient norm per layer: residual against plain, 18 and 34 layers")
+    axes[0].set_ylabel("L2 norm of the loss gradient at the output")
+    fig.suptitle("Gradient norm at every block: residual against plain, 18 and 34 layers")
     return save(fig, path)
 
 

@@ -180,12 +180,12 @@ class ClsTask:
                 if (i + 1) % REPORT_EVERY == 0:
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", lr=f"{lr:.3g}")
         seconds = time.perf_counter() - t0
-        totals = distributed.sum_over_ranks(torch.stack([loss_sum, correct.float(),
-                                                         torch.tensor(float(seen), device=self.device)]), self.world)
-        loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
+        totals = torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=self.device)])
+        loss_sum, correct, seen = distributed.sum_over_ranks(totals, self.world).tolist()  # one read per epoch
+        seen = int(seen)
         return {
-            "train_loss": loss_sum.item() / max(seen, 1),
-            "train_accuracy": correct.item() / max(seen, 1),
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
             "lr": lr_at(self.step - 1, self.total_steps, config.lr, config.warmup_frac),
             "resolution": size,
             "images": seen,
