@@ -142,6 +142,8 @@ class MtConfig:
     label_smoothing: float = 0.1  # probability mass spread evenly over the vocabulary in the training loss
     clip_norm: float = 1.0  # gradients are rescaled to at most this global L2 norm
     max_len: int = 32  # longest decoded output, in tokens
+    length_ratio: float = 1.5  # an output is also cut at length_ratio x its source's tokens + length_extra
+    length_extra: int = 8  # see length_ratio
     beam_size: int = 4  # hypotheses kept per step in the test decodes (validation decodes greedily)
     length_penalty: float = 0.6  # GNMT alpha; 0 = no length normalisation
     threads: int = 0  # torch intra-op threads (0 = torch's default)

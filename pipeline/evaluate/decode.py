@@ -29,18 +29,20 @@ def next_log_probs(model: Transformer, memory: torch.Tensor, src_mask: torch.Ten
 
 
 @torch.no_grad()
-def greedy_decode(model: Transformer, src: torch.Tensor, max_len: int) -> list[list[int]]:
-    """The most likely next token at every step, for a padded batch (B, S) at once."""
+def greedy_decode(model: Transformer, src: torch.Tensor, max_len: int, caps: list[int] | None = None) -> list[list[int]]:
+    """The most likely next token at every step, for a padded batch (B, S) at once; row b stops at <eos>, at
+    caps[b] tokens, or at max_len."""
     model.eval()
     src_mask = model.source_mask(src)
     memory = model.encode(src, src_mask)
     ys = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long, device=src.device)
     done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
-    for _ in range(max_len):
+    limits = torch.tensor(caps if caps is not None else [max_len] * src.size(0), device=src.device)
+    for step in range(1, min(max_len, int(limits.max())) + 1):
         next_token = next_log_probs(model, memory, src_mask, ys).argmax(-1)  # (B,)
         next_token = torch.where(done, torch.full_like(next_token, PAD_ID), next_token)
         ys = torch.cat([ys, next_token[:, None]], dim=1)
-        done |= next_token == EOS_ID
+        done |= (next_token == EOS_ID) | (limits <= step)
         if done.all():
             break
     return [_strip(row) for row in ys[:, 1:].tolist()]
@@ -96,10 +98,12 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: 
 
 
 def translate(model: Transformer, sources: list[str], src_tok: Tokenizer, tgt_tok: Tokenizer, max_len: int,
-              device: torch.device, beam_size: int = 0, alpha: float = 0.6, batch_size: int = 128) -> list[str]:
+              device: torch.device, beam_size: int = 0, alpha: float = 0.6, batch_size: int = 128,
+              length_ratio: float = 1.5, length_extra: int = 8) -> list[str]:
     """Source sentences as written -> output sentences as written: greedy if beam_size is 0, else beam search.
 
-    Sources longer than the model's positional table are cut to fit, and so is max_len."""
+    An output is cut at length_ratio x its source's tokens + length_extra, and at max_len. Sources longer than
+    the model's positional table are cut to fit, and so is max_len."""
     limit = model.max_positions
     full = [src_tok.encode(s) or [UNK_ID] for s in sources]
     encoded = [ids[:limit] for ids in full]
@@ -107,15 +111,16 @@ def translate(model: Transformer, sources: list[str], src_tok: Tokenizer, tgt_to
     if cut:
         print(f"note: {cut} source sentence(s) longer than the model's {limit} positions were cut to fit.")
     max_len = min(max_len, limit - 1)
+    caps = [max(1, min(max_len, int(length_ratio * len(ids)) + length_extra)) for ids in encoded]
     outputs: list[list[int]] = [[] for _ in sources]
     if beam_size:
         for i, ids in enumerate(encoded):
-            outputs[i] = beam_search(model, torch.tensor([ids], device=device), beam_size, max_len, alpha)
+            outputs[i] = beam_search(model, torch.tensor([ids], device=device), beam_size, caps[i], alpha)
     else:
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             src = pad_batch([encoded[i] for i in chunk], bos_eos=False).to(device)
-            for i, ids in zip(chunk, greedy_decode(model, src, max_len)):
+            for i, ids in zip(chunk, greedy_decode(model, src, max_len, [caps[i] for i in chunk])):
                 outputs[i] = ids
     return [tgt_tok.decode(ids) for ids in outputs]

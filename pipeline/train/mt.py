@@ -150,8 +150,9 @@ class MtTask:
         }
 
     def _translate(self, sources: list[str], beam_size: int = 0) -> list[str]:
-        return translate(self.model, sources, self.src_tok, self.tgt_tok, self.config.max_len,
-                         self.device, beam_size, self.config.length_penalty)
+        return translate(self.model, sources, self.src_tok, self.tgt_tok, self.config.max_len, self.device,
+                         beam_size, self.config.length_penalty, length_ratio=self.config.length_ratio,
+                         length_extra=self.config.length_extra)
 
     @torch.no_grad()
     def evaluate(self) -> dict:
