@@ -161,7 +161,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "full": {},
         # The harder Tatoeba subset (~150,000 pairs of at most ten words): larger batches and vocabularies,
         # fewer passes; about half an hour on two CPU cores.
-        "short": dict(corpus="short", epochs=4, tokens_per_batch=4096, warmup_steps=400, vocab_size=8000),
+        "short": dict(corpus="short", epochs=3, tokens_per_batch=4096, warmup_steps=400, vocab_size=8000),
         "smoke": dict(
             corpus_limit=600, d_model=32, heads=2, layers=1, d_ff=64, epochs=2,
             tokens_per_batch=1024, warmup_steps=10, max_len=12, beam_size=2, vocab_size=500,
