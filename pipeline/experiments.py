@@ -236,10 +236,13 @@ def differing_fields(records: list[dict]) -> list[str]:
 
 
 def _sampling_halfwidth(metric: str, record: dict, model: str) -> float:
-    """95 % half-width of one run's score from its own test set: binomial for accuracy, bootstrap for BLEU."""
+    """95 % half-width of one run's score from the images or sentences it was measured on: binomial for an
+    accuracy, sacrebleu's bootstrap for test BLEU; NaN where there is none."""
     final = record["final"]
     if metric == "test_accuracy":
         return proportion_halfwidth(final["test_accuracy"], final["test_images"])
+    if metric == "val_accuracy":
+        return proportion_halfwidth(record["values"]["val_accuracy"], record["config"]["val_size"])
     if metric == "test_bleu":
         return final["test_bleu_ci95"]
     return math.nan
@@ -254,7 +257,8 @@ def arm_summary(metric: str, records: list[dict], model: str) -> dict:
         spread_from = "seeds"
     else:
         halfwidth = _sampling_halfwidth(metric, records[0], model)
-        spread_from = "test set" if math.isfinite(halfwidth) else "none"
+        spread_from = ("validation set" if metric.startswith("val_") else "test set") if math.isfinite(halfwidth) \
+            else "none"
     return {"mean": mean, "sd": sd, "n": len(values), "min": min(values), "max": max(values),
             "halfwidth": halfwidth, "spread_from": spread_from}
 

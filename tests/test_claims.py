@@ -84,7 +84,7 @@ def test_device_and_config_text_comes_from_the_run(ctx):
     ctx["cls"]["metrics"].update(cam_layer="layer3", cam_layer_output=[256, 8, 8], precision="fp32", threads=7)
     resnet = render(ctx, "resnet.md.j2")
     assert "NCHW memory format and fp32 arithmetic" in resnet and "7 threads, fp32" in resnet
-    assert "(`layer3`, 256 × 8 × 8)" in resnet and "512 × 4 × 4" not in resnet
+    assert "stage (`layer3`, 256 × 8 × 8) by the gradient" in resnet
     insights = render(ctx)
     assert "**7 threads on" in insights and "fp32 arithmetic" in insights and "channels_last" not in insights
     ctx["cls"]["run"]["provenance"].update(precision="bf16", channels_last=True)

@@ -102,7 +102,10 @@ def test_one_run_per_arm_takes_its_spread_from_the_test_set():
     summary = arm_summary("test_accuracy", [{"values": {"test_accuracy": 0.8},
                                              "final": {"test_accuracy": 0.8, "test_images": 10_000}}], "cls")
     assert summary["spread_from"] == "test set" and summary["halfwidth"] == pytest.approx(0.00784, abs=1e-4)
-    assert math.isnan(arm_summary("val_accuracy", [{"values": {"val_accuracy": 0.8}, "final": {}}], "cls")["halfwidth"])
+    validation = arm_summary("val_accuracy", [{"values": {"val_accuracy": 0.8}, "final": {},
+                                              "config": {"val_size": 5000}}], "cls")
+    assert validation["spread_from"] == "validation set" and validation["halfwidth"] == pytest.approx(0.0111, abs=1e-4)
+    assert math.isnan(arm_summary("val_loss", [{"values": {"val_loss": 0.5}, "final": {}}], "cls")["halfwidth"])
 
 
 def test_deletion_curves_fall_fastest_where_the_model_looks():

@@ -88,9 +88,11 @@ def test_mask_figure_data_equals_the_masks_the_model_uses(built):
 
 def test_rerunning_the_stages_gives_the_same_files(built):
     before = tree_digest(built.site_assets)
-    for stage in (["evaluate", "cls"], ["evaluate", "mt"], ["figures", "cls"], ["figures", "mt"], ["manifest"]):
+    for stage in (["evaluate", "cls"], ["evaluate", "mt"], ["figures", "cls"], ["figures", "mt"], ["compare"],
+                  ["figures", "experiments"], ["manifest"]):
         subprocess.run([sys.executable, "-m", "pipeline", *stage], check=True, capture_output=True,
-                       env={**os.environ, "PIPELINE_ROOT": str(built.root), "CIFAR10_ARCHIVE": ""})
+                       env={**os.environ, "PIPELINE_ROOT": str(built.root), "CIFAR10_ARCHIVE": "",
+                            "PIPELINE_EXPERIMENTS": str(built.root / "experiments.yaml")})
     after = tree_digest(built.site_assets)
     changed = sorted(k for k in before if before[k] != after.get(k) and not k.endswith("timings.json"))
     assert not changed and before.keys() == after.keys()
