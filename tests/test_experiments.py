@@ -120,10 +120,10 @@ def test_deletion_curves_fall_fastest_where_the_model_looks():
 
     faithful = np.zeros((6, 8, 8))
     faithful[:, :, :4] = 1 + np.random.default_rng(0).random((6, 8, 4))
-    result = deletion_curves(predict, images, faithful, torch.zeros(6, dtype=torch.long))
+    result = deletion_curves(predict, images, faithful, torch.zeros(6, dtype=torch.long), patch=2)
     assert result["area_between"]["random_minus_salient"]["mean"] > 0.1
     assert result["area_between"]["least_minus_salient"]["mean"] > 0.2
-    backwards = deletion_curves(predict, images, faithful.max() - faithful, torch.zeros(6, dtype=torch.long))
+    backwards = deletion_curves(predict, images, faithful.max() - faithful, torch.zeros(6, dtype=torch.long), patch=2)
     assert backwards["area_between"]["random_minus_salient"]["mean"] < -0.1
 
 

@@ -254,5 +254,5 @@ def test_a_tiny_experiment_goes_end_to_end_to_its_page(built):
     assert "[tiny-residual](tiny-residual.md)" in index and "never-run" in index
     assert (built.site / "generated" / "experiments" / "tiny-residual.html").exists()
     gradcam = (built.generated_docs / "experiments" / "gradcam.md").read_text()
-    assert "than removing pixels at random" in gradcam or "no differently from removing pixels" in gradcam
+    assert "than removing regions at random" in gradcam or "no differently from removing regions" in gradcam
     assert not (built.runs / "cls" / "never-run-other").exists()
