@@ -45,6 +45,8 @@ MANIFEST := $(ROOT)/site_assets/manifest.json
 PAGES := $(ROOT)/docs/generated/home.md
 NOTEBOOKS := $(ROOT)/docs/generated/notebooks/resnet.ipynb
 SITE := $(ROOT)/site/index.html
+# The hand-written part of docs/ (copied into another ROOT by the pages stage).
+HANDWRITTEN := $(wildcard docs/*.md docs/javascripts/*.js docs/stylesheets/*.css)
 # Material's offline plugin would load this Web Worker shim (search from file://) from a CDN; we take it
 # from the npm registry at build time instead, so the site makes no request to another host.
 SHIM_VERSION := 1.0.4
@@ -116,7 +118,8 @@ $(SHIM):
 	elif [ -n "$(NPM_REQUIRED)" ]; then echo "npm is not installed: install Node.js and npm, then run make offline-search." >&2; exit 1; \
 	else echo "note: no npm, so no search from file:// (search works under make serve); install npm, then make offline-search."; fi
 
-$(PAGES): $(MANIFEST) $(wildcard pipeline/templates/*.j2 pipeline/templates/experiments/*.j2) pipeline/report/pages.py | $(SHIM)
+$(PAGES): $(MANIFEST) $(wildcard pipeline/templates/*.j2 pipeline/templates/experiments/*.j2) pipeline/report/pages.py \
+		$(HANDWRITTEN) | $(SHIM)
 	$(PY) -m pipeline pages
 
 $(NOTEBOOKS): $(MANIFEST) $(wildcard pipeline/templates/notebooks/*.py)
@@ -124,7 +127,7 @@ $(NOTEBOOKS): $(MANIFEST) $(wildcard pipeline/templates/notebooks/*.py)
 
 site: $(SITE) ## build the static site into site/ with MkDocs (strict)
 
-$(SITE): $(PAGES) $(NOTEBOOKS) mkdocs.yml $(wildcard docs/*.md)
+$(SITE): $(PAGES) $(NOTEBOOKS) mkdocs.yml $(HANDWRITTEN)
 	cd $(ROOT) && $(BIN)/$(MKDOCS_BUILD)
 
 serve: $(PAGES) $(NOTEBOOKS) ## browse the site at http://127.0.0.1:8000 (mkdocs serve)
