@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineError
+from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineError, saved_config
 from pipeline.io import read_json, read_jsonl
 from pipeline.train import train
 from pipeline.train.runner import SPEED_FLAGS
@@ -20,7 +20,7 @@ WARMUP_STEPS = 2
 def _train(model: str, config, run_dir: Path, paths: Paths) -> tuple[list[dict], dict]:
     """The run's epochs and final scores: trained now, or read from a finished run of exactly this config."""
     if (run_dir / FINAL).exists():
-        saved = read_json(run_dir / CONFIG, "run config")
+        saved = saved_config(model, read_json(run_dir / CONFIG, "run config"))
         changed = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v)
         if changed:
             raise PipelineError(
@@ -101,7 +101,8 @@ def images_until(records: list[dict], accuracy: float) -> tuple[int, float] | No
     """Training images seen, and wall seconds, until validation accuracy first reached `accuracy`."""
     seen = 0
     for r in records:
-        seen += r["images"]
+        # Runs logged before epochs recorded their image count: images/s x seconds, to within an image.
+        seen += r["images"] if "images" in r else round(r["images_per_s"] * r["train_s"])
         if r.get("val_accuracy", 0) >= accuracy:
             return seen, r["elapsed_s"]
     return None

@@ -285,6 +285,12 @@ def validate(config):
 
 
 def config_from_dict(model: str, values: dict):
-    """Rebuild a saved config, ignoring fields this version no longer has."""
+    """Rebuild a saved config: fields this version no longer has are ignored, fields added since the run was
+    trained take their defaults (a new field's default keeps the behaviour the run was trained with)."""
     names = {f.name for f in dataclasses.fields(CONFIGS[model])}
     return CONFIGS[model](**{k: v for k, v in values.items() if k in names})
+
+
+def saved_config(model: str, values: dict) -> dict:
+    """A saved config as this version reads it, as a dict of every field (see config_from_dict)."""
+    return dataclasses.asdict(config_from_dict(model, values))

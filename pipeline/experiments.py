@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import CONFIG, CONFIGS, FINAL, MAIN_RUN, METRICS, PROFILES, PROVENANCE, REPO, Paths, \
-    PipelineError, make_config
+    PipelineError, make_config, saved_config
 from pipeline.io import read_json, read_jsonl, write_json
 from pipeline.report.claims import compare, difference_halfwidth, proportion_halfwidth
 
@@ -214,14 +214,14 @@ def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | Non
         return None
     final = read_json(folder / FINAL, "test result of the run")
     epochs = read_jsonl(folder / METRICS)
-    config = read_json(folder / CONFIG, "run config")
+    config = saved_config(experiment.model, read_json(folder / CONFIG, "run config"))
     provenance = read_json(folder / PROVENANCE, "provenance file")
     last = epochs[-1] if epochs else {}
     values = {m: final[m] for m in FINAL_METRICS[experiment.model] if m in final}
     values.update({m: last[m] for m in EPOCH_METRICS[experiment.model] if m in last})
     return {"name": run.name, "folder": run.folder(experiment.name), "arm": run.arm, "seed": config["seed"],
             "parameters": final.get("parameters"),
-            "config": {k: v for k, v in config.items() if k != "model"}, "values": values,
+            "config": config, "values": values,
             "final": final, "curves": {m: [r.get(m) for r in epochs] for m in EPOCH_METRICS[experiment.model]},
             "train_wall_s": final["train_wall_s"], "commit": provenance["git_commit"],
             "diverged": any(not math.isfinite(r.get("train_loss", 0.0)) for r in epochs)

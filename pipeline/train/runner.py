@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.config import CHECKPOINT, CONFIG, FINAL, METRICS, PROVENANCE, REPO, TEST_OUTPUTS, PipelineError
+from pipeline.config import CHECKPOINT, CONFIG, FINAL, METRICS, PROVENANCE, REPO, TEST_OUTPUTS, PipelineError, \
+    saved_config
 from pipeline.io import append_jsonl, atomic_path, read_json, read_jsonl, write_json, write_text
 from pipeline.train.distributed import World, barrier
 
@@ -219,8 +220,9 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
     start_epoch, elapsed = 0, 0.0
     if resume and checkpoint.is_file():
         state = load_checkpoint(checkpoint)
-        if state["config"] != dataclasses.asdict(config):
-            changed = sorted(k for k, v in dataclasses.asdict(config).items() if state["config"].get(k) != v)
+        saved = saved_config(model_name, state["config"])
+        if saved != dataclasses.asdict(config):
+            changed = sorted(k for k, v in dataclasses.asdict(config).items() if saved[k] != v)
             raise PipelineError(
                 f"{checkpoint} was trained with a different config ({', '.join(changed)} differ); resume with "
                 "the same options, or start over without --resume."
