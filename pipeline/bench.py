@@ -52,7 +52,7 @@ def _baseline_rates(config, precision: str, paths: Paths) -> tuple[float, float]
     from pipeline.train.runner import autocast, pick_device, steps_per_second
 
     device = pick_device(config.device)
-    data = load_cifar10(paths.data)
+    data = load_cifar10(paths.data, strict_counts=config.train_limit == 0 and config.test_limit == 0)
     images, labels = data.train_images.permute(0, 2, 3, 1).numpy(), data.train_labels
     transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
 
@@ -65,7 +65,7 @@ def _baseline_rates(config, precision: str, paths: Paths) -> tuple[float, float]
 
     loader = torch.utils.data.DataLoader(PilDataset(), batch_size=config.batch_size, shuffle=True, num_workers=2,
                                          drop_last=True, persistent_workers=True)
-    batches = iter(loader)
+    batches = (batch for _ in iter(int, 1) for batch in loader)  # epoch after epoch, for as long as timed
     plain = build_model(dataclasses.replace(config, channels_last=False), device)
     plain_opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
 

@@ -35,9 +35,7 @@ class RunSpec:
     name: str  # as in experiments.yaml
     arm: str  # runs of one arm differ only in their seed
     overrides: dict  # config fields, base included
-
-    def folder(self, experiment: str) -> str:
-        return MAIN_RUN if self.name == MAIN_RUN else f"{experiment}-{self.name}"
+    folder: str  # runs/MODEL/FOLDER: the main run, EXPERIMENT-NAME, or the folder of the run it is the same as
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ class Experiment:
         """The command that trains one run by hand."""
         options = " ".join(f"--{k} {v}" for k, v in run.overrides.items())
         profile = f" --profile {self.profile}" if self.profile != "full" else ""
-        return f"python -m pipeline train {self.model} --name {run.folder(self.name)}{profile} {options}".strip()
+        return f"python -m pipeline train {self.model} --name {run.folder}{profile} {options}".strip()
 
 
 def _fail(path: Path, where: str, problem: str):
@@ -111,13 +109,17 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
             run_where = f"{where}, run {run_name!r}"
             overrides = dict(overrides or {})
             arm = str(overrides.pop("arm", run_name))
+            same_as = overrides.pop("same_as", None)
+            if same_as is not None and (overrides or not isinstance(same_as, str) or same_as.count("/") != 1):
+                _fail(path, run_where, "same_as takes EXPERIMENT/RUN, a run of another experiment trained with "
+                                       "the same config, and no other overrides")
             for key in overrides:
                 if key not in fields:
                     _fail(path, run_where, f"{key!r} is not a config field of {model}")
             if run_name == MAIN_RUN and (overrides or base or profile != "full"):
                 _fail(path, run_where, "the main run takes the default config: no overrides, no base, full profile")
-            run = RunSpec(str(run_name), arm, {**base, **overrides})
-            runs.append(run)
+            folder = MAIN_RUN if run_name == MAIN_RUN else f"{name}-{run_name}"
+            runs.append(RunSpec(str(run_name), arm, {**base, **overrides}, same_as or folder))
         if spec.get("analysis") not in (None, *ANALYSES):
             _fail(path, f"{where}, field 'analysis'", f"must be one of {', '.join(ANALYSES)}")
         if design == "deletion" and (model != "cls" or [r.name for r in runs] != [MAIN_RUN]):
@@ -139,7 +141,27 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
                 _fail(path, f"{where}, field 'choose_on'", "must be a validation score (val_...): the test set "
                                                            "chooses nothing")
         experiments.append(experiment)
-    return experiments
+    return [_resolve_same_as(e, experiments, path) for e in experiments]
+
+
+def _resolve_same_as(experiment: Experiment, experiments: list[Experiment], path: Path) -> Experiment:
+    """A run declared `same_as: EXPERIMENT/RUN` is that run (same folder, trained once, shown in both
+    experiments): it takes that run's config, base included, which must be of the same model and profile."""
+    by_name = {e.name: e for e in experiments}
+    runs = []
+    for run in experiment.runs:
+        if "/" in run.folder:
+            where = f"experiment {experiment.name!r}, run {run.name!r}, field 'same_as'"
+            other_name, other_run = run.folder.split("/")
+            other = by_name.get(other_name)
+            target = next((r for r in other.runs if r.name == other_run), None) if other else None
+            if target is None or "/" in target.folder:
+                _fail(path, where, f"{run.folder!r} names no run declared in full in this file")
+            if (other.model, other.profile) != (experiment.model, experiment.profile):
+                _fail(path, where, f"{run.folder!r} is not of the same model and profile")
+            run = dataclasses.replace(run, overrides=target.overrides, folder=target.folder)
+        runs.append(run)
+    return dataclasses.replace(experiment, runs=runs)
 
 
 def load_experiments(path: Path | None = None) -> list[Experiment]:
@@ -186,11 +208,11 @@ def train_missing(paths: Paths, experiments: list[Experiment]) -> None:
     compute the analyses that are missing."""
     from pipeline.train import train
 
-    todo = [(e, r) for e in experiments for r in e.runs if not (paths.run(e.model, r.folder(e.name)) / FINAL).exists()]
+    todo = [(e, r) for e in experiments for r in e.runs if not (paths.run(e.model, r.folder) / FINAL).exists()]
     for number, (experiment, run) in enumerate(todo, 1):
-        print(f"[{number}/{len(todo)}] {experiment.name}: {run.folder(experiment.name)}  ({experiment.command(run)})",
+        print(f"[{number}/{len(todo)}] {experiment.name}: {run.folder}  ({experiment.command(run)})",
               flush=True)
-        train(experiment.model, experiment.config(run), paths.run(experiment.model, run.folder(experiment.name)),
+        train(experiment.model, experiment.config(run), paths.run(experiment.model, run.folder),
               paths, resume=True)
     if not todo:
         print("every experiment run has finished")
@@ -209,7 +231,7 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | None:
     """What the comparison needs of one finished run (None while it has not finished)."""
-    folder = paths.run(experiment.model, run.folder(experiment.name))
+    folder = paths.run(experiment.model, run.folder)
     if not (folder / FINAL).exists():
         return None
     final = read_json(folder / FINAL, "test result of the run")
@@ -219,7 +241,7 @@ def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | Non
     last = epochs[-1] if epochs else {}
     values = {m: final[m] for m in FINAL_METRICS[experiment.model] if m in final}
     values.update({m: last[m] for m in EPOCH_METRICS[experiment.model] if m in last})
-    return {"name": run.name, "folder": run.folder(experiment.name), "arm": run.arm, "seed": config["seed"],
+    return {"name": run.name, "folder": run.folder, "arm": run.arm, "seed": config["seed"],
             "parameters": final.get("parameters"),
             "config": config, "values": values,
             "final": final, "curves": {m: [r.get(m) for r in epochs] for m in EPOCH_METRICS[experiment.model]},

@@ -38,6 +38,10 @@ def test_the_shipped_experiments_parse():
      r"field 'choose_on': must be a validation score"),
     (lambda d: d["tiny"].update(colour="red"), r"field 'colour': unknown field"),
     (lambda d: d["tiny"]["runs"].update(main={"lr": 0.2}), r"run 'main': the main run takes the default config"),
+    (lambda d: d["tiny"]["runs"].update(c={"same_as": "tiny/z"}), r"run 'c', field 'same_as': 'tiny/z' names no run"),
+    (lambda d: d["tiny"]["runs"].update(c={"same_as": "tiny/a", "lr": 0.2}), r"run 'c': same_as takes EXPERIMENT/RUN"),
+    (lambda d: d.update(other={**d["tiny"], "model": "mt", "metrics": ["val_bleu"], "base": {},
+                               "runs": {"a": {}, "b": {"same_as": "tiny/a"}}}), r"is not of the same model"),
 ])
 def test_a_bad_definition_names_the_file_and_the_field(tmp_path, change, message):
     data = copy.deepcopy(GOOD)
@@ -46,6 +50,20 @@ def test_a_bad_definition_names_the_file_and_the_field(tmp_path, change, message
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(PipelineError, match=str(path).replace(".", r"\.") + ".*" + message):
         load_experiments(path)
+
+
+def test_a_run_declared_same_as_another_shares_its_folder_and_config(tmp_path):
+    data = copy.deepcopy(GOOD)
+    data["sweep"] = {**data["tiny"], "design": "sweep", "sweep": "lr", "choose_on": "val_accuracy", "base": {"lr": 0.5},
+                     "runs": {"low": {"lr": 0.01}, "default": {"same_as": "tiny/a"}}}
+    path = tmp_path / "experiments.yaml"
+    path.write_text(yaml.safe_dump(data))
+    experiments = {e.name: e for e in load_experiments(path)}
+    tiny, sweep = experiments["tiny"], experiments["sweep"]
+    (shared, low), a = (next(r for r in sweep.runs if r.name == n) for n in ("default", "low")), tiny.runs[0]
+    assert shared.folder == a.folder == "tiny-a" and low.folder == "sweep-low"
+    assert sweep.config(shared) == tiny.config(a) and sweep.config(shared).lr != 0.5  # not this experiment's base
+    assert "--name tiny-a" in sweep.command(shared)
 
 
 def test_invalid_yaml_names_the_file(tmp_path):

@@ -169,3 +169,22 @@ def test_provenance_names_threads_speed_flags_and_precision(cifar_root, monkeypa
     assert provenance["threads"] == torch.get_num_threads() and "cpu_count" not in provenance
     assert provenance["precision"] == "fp32" and provenance["channels_last"] is True
     assert set(provenance["cpu_flags"]) <= set(runner.SPEED_FLAGS)
+
+
+def test_bench_reads_a_run_written_before_newer_fields_and_prints_every_part(cifar_root, capsys):
+    from pipeline.bench import bench, images_until
+
+    paths, config, run_dir = Paths(cifar_root), make_config("cls", "full", TINY), cifar_root / "runs" / "cls" / "old"
+    runner.run(ClsTask(config, paths), "cls", run_dir)
+    saved = json.loads((run_dir / "config.json").read_text())
+    del saved["shortcuts"]  # as a run trained before the switch existed wrote it
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    bench("cls", config, run_dir, paths)
+    out = capsys.readouterr().out
+    assert "already holds a finished run of this config" in out
+    for part in ("chosen: ", "| epoch | pixels |", "first reached 80%", "validation took", "throughput ratio: "):
+        assert part in out, part
+    # epochs logged before image counts were: images/s x seconds
+    records = [{"images_per_s": 100.0, "train_s": 3.0, "val_accuracy": 0.5, "elapsed_s": 4.0},
+               {"images": 200, "val_accuracy": 0.8, "elapsed_s": 7.0}]
+    assert images_until(records, 0.8) == (500, 7.0) and images_until(records, 0.9) is None
