@@ -108,7 +108,7 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
         for run_name, overrides in runs_spec.items():
             run_where = f"{where}, run {run_name!r}"
             overrides = dict(overrides or {})
-            arm = str(overrides.pop("arm", run_name))
+            arm = str(overrides.pop("arm", name if design == "seeds" else run_name))  # seeds: one arm
             same_as = overrides.pop("same_as", None)
             if same_as is not None and (overrides or not isinstance(same_as, str) or same_as.count("/") != 1):
                 _fail(path, run_where, "same_as takes EXPERIMENT/RUN, a run of another experiment trained with "

@@ -53,7 +53,7 @@ def gradient_norms(norms: dict, path: Path) -> Path:
     for ax, moment in zip(axes, ("init", "trained")):
         for i, (name, layers) in enumerate(norms["networks"].items()):
             values = [layer[moment] for layer in layers]
-            ax.plot(np.arange(1, len(values) + 1), values, "-", color=f"C{i}", label=name,
+            ax.plot(np.arange(1, len(values) + 1), values, color=f"C{i}", label=name,
                     linestyle="-" if "residual" in name else "--")
         ax.set_yscale("log")
         ax.set_xlabel("stem, then block after block (input → output)")
