@@ -25,6 +25,8 @@ def test_the_shipped_experiments_parse():
     for e in experiments:
         if e.design == "sweep":
             assert e.choose_on.startswith("val_")  # the test set chooses nothing
+        if e.design == "seeds":
+            assert len({run.arm for run in e.runs}) == 1  # one recipe: the spread is over all its seeds
         assert all(e.config(run) for run in e.runs)
 
 

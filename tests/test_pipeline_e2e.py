@@ -104,6 +104,15 @@ def test_pages_have_no_template_syntax_left(built):
         assert "{{" not in text and "{%" not in text, page
 
 
+def test_every_table_row_is_a_line_of_its_own(built):
+    """A template tag that swallows a row's line break joins the rows into one line no renderer reads as a
+    table; checked on the pages built here and on the committed report."""
+    for page in [*built.generated_docs.rglob("*.md"), *(REPO / "docs" / "generated").rglob("*.md")]:
+        for line in page.read_text().splitlines():
+            if re.search(r"\|\s*:?-{3,}:?\s*\|", line):  # a header's separator row: nothing else on its line
+                assert re.fullmatch(r"\|(\s*:?-{3,}:?\s*\|)+", line.strip()), f"{page}: {line[:80]}"
+
+
 def test_numbers_on_pages_equal_the_metrics(built):
     cls = json.loads((built.site_assets / "cls" / "metrics.json").read_text())
     mt = json.loads((built.site_assets / "mt" / "metrics.json").read_text())
