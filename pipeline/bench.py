@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineError, saved_config
+from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineError, changed_fields
 from pipeline.io import read_json, read_jsonl
 from pipeline.train import train
 from pipeline.train.runner import SPEED_FLAGS
@@ -20,8 +20,7 @@ WARMUP_STEPS = 2
 def _train(model: str, config, run_dir: Path, paths: Paths) -> tuple[list[dict], dict]:
     """The run's epochs and final scores: trained now, or read from a finished run of exactly this config."""
     if (run_dir / FINAL).exists():
-        saved = saved_config(model, read_json(run_dir / CONFIG, "run config"))
-        changed = sorted(k for k, v in dataclasses.asdict(config).items() if saved.get(k) != v)
+        changed = changed_fields(model, read_json(run_dir / CONFIG, "run config"), config)
         if changed:
             raise PipelineError(
                 f"{run_dir} holds a finished run with other values of {', '.join(changed)} than asked for here, "

@@ -294,3 +294,9 @@ def config_from_dict(model: str, values: dict):
 def saved_config(model: str, values: dict) -> dict:
     """A saved config as this version reads it, as a dict of every field (see config_from_dict)."""
     return dataclasses.asdict(config_from_dict(model, values))
+
+
+def changed_fields(model: str, saved: dict, config) -> list[str]:
+    """The fields whose value in `config` differs from a saved config's."""
+    saved = saved_config(model, saved)
+    return sorted(k for k, v in dataclasses.asdict(config).items() if saved[k] != v)

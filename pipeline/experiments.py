@@ -35,7 +35,7 @@ class RunSpec:
     name: str  # as in experiments.yaml
     arm: str  # runs of one arm differ only in their seed
     overrides: dict  # config fields, base included
-    folder: str  # runs/MODEL/FOLDER: the main run, EXPERIMENT-NAME, or the folder of the run it is the same as
+    folder: str  # runs/MODEL/FOLDER: the main run, EXPERIMENT-NAME, or that of the run declared `same_as`
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
     """Experiments from the parsed YAML, each field checked; a problem names the file, experiment and field."""
     if not isinstance(data, dict) or not data:
         _fail(path, "top level", "expected a mapping of experiment names to their definitions")
-    experiments = []
+    experiments, same_as_of = [], {}  # (experiment, run) -> "EXPERIMENT/RUN" it is the same as
     for name, spec in data.items():
         where = f"experiment {name!r}"
         if not isinstance(spec, dict):
@@ -118,8 +118,10 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
                     _fail(path, run_where, f"{key!r} is not a config field of {model}")
             if run_name == MAIN_RUN and (overrides or base or profile != "full"):
                 _fail(path, run_where, "the main run takes the default config: no overrides, no base, full profile")
+            if same_as is not None:
+                same_as_of[name, run_name] = same_as
             folder = MAIN_RUN if run_name == MAIN_RUN else f"{name}-{run_name}"
-            runs.append(RunSpec(str(run_name), arm, {**base, **overrides}, same_as or folder))
+            runs.append(RunSpec(str(run_name), arm, {**base, **overrides}, folder))
         if spec.get("analysis") not in (None, *ANALYSES):
             _fail(path, f"{where}, field 'analysis'", f"must be one of {', '.join(ANALYSES)}")
         if design == "deletion" and (model != "cls" or [r.name for r in runs] != [MAIN_RUN]):
@@ -141,24 +143,26 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
                 _fail(path, f"{where}, field 'choose_on'", "must be a validation score (val_...): the test set "
                                                            "chooses nothing")
         experiments.append(experiment)
-    return [_resolve_same_as(e, experiments, path) for e in experiments]
+    return [_resolve_same_as(e, experiments, same_as_of, path) for e in experiments]
 
 
-def _resolve_same_as(experiment: Experiment, experiments: list[Experiment], path: Path) -> Experiment:
+def _resolve_same_as(experiment: Experiment, experiments: list[Experiment], same_as_of: dict,
+                     path: Path) -> Experiment:
     """A run declared `same_as: EXPERIMENT/RUN` is that run (same folder, trained once, shown in both
     experiments): it takes that run's config, base included, which must be of the same model and profile."""
     by_name = {e.name: e for e in experiments}
     runs = []
     for run in experiment.runs:
-        if "/" in run.folder:
+        same_as = same_as_of.get((experiment.name, run.name))
+        if same_as is not None:
             where = f"experiment {experiment.name!r}, run {run.name!r}, field 'same_as'"
-            other_name, other_run = run.folder.split("/")
+            other_name, other_run = same_as.split("/")
             other = by_name.get(other_name)
             target = next((r for r in other.runs if r.name == other_run), None) if other else None
-            if target is None or "/" in target.folder:
-                _fail(path, where, f"{run.folder!r} names no run declared in full in this file")
+            if target is None or (other_name, other_run) in same_as_of:
+                _fail(path, where, f"{same_as!r} names no run declared in full in this file")
             if (other.model, other.profile) != (experiment.model, experiment.profile):
-                _fail(path, where, f"{run.folder!r} is not of the same model and profile")
+                _fail(path, where, f"{same_as!r} is not of the same model and profile")
             run = dataclasses.replace(run, overrides=target.overrides, folder=target.folder)
         runs.append(run)
     return dataclasses.replace(experiment, runs=runs)

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.config import CHECKPOINT, CONFIG, FINAL, METRICS, PROVENANCE, REPO, TEST_OUTPUTS, PipelineError, \
-    saved_config
+    changed_fields
 from pipeline.io import append_jsonl, atomic_path, read_json, read_jsonl, write_json, write_text
 from pipeline.train.distributed import World, barrier
 
@@ -220,9 +220,8 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
     start_epoch, elapsed = 0, 0.0
     if resume and checkpoint.is_file():
         state = load_checkpoint(checkpoint)
-        saved = saved_config(model_name, state["config"])
-        if saved != dataclasses.asdict(config):
-            changed = sorted(k for k, v in dataclasses.asdict(config).items() if saved[k] != v)
+        changed = changed_fields(model_name, state["config"], config)
+        if changed:
             raise PipelineError(
                 f"{checkpoint} was trained with a different config ({', '.join(changed)} differ); resume with "
                 "the same options, or start over without --resume."
