@@ -21,6 +21,8 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"  # one JSON line per epoch, appended
 FINAL = "final.json"  # test scores, written once at the end
 TEST_OUTPUTS = "test_outputs"  # the test predictions final.json was scored from (.npz or .json)
+TEST_PREDICTIONS = "test_predictions"  # each test item's prediction alone (.npz or .json): small, committed, read
+#                                        by the paired tests of the comparison stage
 CONFIG = "config.json"
 PROVENANCE = "provenance.json"
 MAIN_RUN = "main"  # the run the model pages show
@@ -107,7 +109,11 @@ class ClsConfig:
     low_res_epochs: int = 3  # epochs trained on images scaled to low_res pixels
     val_tta: bool = False  # validation also scores each image's mirror image (a second forward pass)
     test_tta: bool = True  # test scores average the logits of each image and its mirror image
-    shortcuts: bool = True  # the residual connection of every block; false gives the plain 18-layer network
+    shortcuts: bool = True  # the residual connection of every block; false gives the plain network
+    depth: int = 18  # 18 or 34 layers (BasicBlocks per stage 2-2-2-2 or 3-4-6-3)
+    width: int = 64  # channels of the first stage, doubled in each of the next three (64: the standard ResNet)
+    projection_shortcuts: bool = True  # 1x1 convolution shortcuts where the shape changes; false: parameter-free zero-padded ones, so a plain network has the same weights
+    identity_start: bool = True  # zero the last batch norm of every residual block, so each starts as its shortcut (plain blocks have none)
     channels_last: bool = True  # NHWC memory format for images and convolution weights
     precision: str = "auto"  # auto (on the CPU bf16 where a probe finds it faster, else fp32; fp16 on CUDA), bf16, fp16 or fp32
     threads: int = 0  # torch intra-op threads (0 = torch's default)
@@ -277,6 +283,10 @@ def validate(config):
         if getattr(config, name) < 1:
             raise PipelineError(f"--{name} must be at least 1, got {getattr(config, name)}.")
     if isinstance(config, ClsConfig):
+        if config.depth not in (18, 34):
+            raise PipelineError(f"--depth must be 18 or 34, not {config.depth}.")
+        if config.width < 1:
+            raise PipelineError(f"--width must be at least 1, got {config.width}.")
         if config.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise PipelineError(f"--precision must be auto, bf16, fp16 or fp32, not {config.precision!r}.")
     if isinstance(config, MtConfig) and config.d_model % config.heads:

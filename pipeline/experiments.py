@@ -52,6 +52,9 @@ class Experiment:
     sweep: str | None = None  # sweep: the config field varied
     choose_on: str | None = None  # sweep: the validation score that chooses
     analysis: str | None = None  # a computation beside the runs: gradient_norms
+    comparisons: tuple = ()  # ablation: (arm, against, expected word or None), each given a verdict
+    claim: str = ""  # the claim the experiment tests, in words
+    caveats: tuple = ()  # what a reader must know before trusting the answer (a proxy, a shorter schedule)
 
     def config(self, run: RunSpec):
         return make_config(self.model, self.profile, run.overrides)
@@ -77,7 +80,7 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
         if not isinstance(spec, dict):
             _fail(path, where, "expected a mapping with model, question, metrics, design and runs")
         known = {"model", "question", "metrics", "design", "budget", "base", "runs", "profile", "control", "sweep",
-                 "choose_on", "analysis"}
+                 "choose_on", "analysis", "comparisons", "claim", "caveats"}
         for key in spec:
             if key not in known:
                 _fail(path, f"{where}, field {key!r}", f"unknown field; the fields are {', '.join(sorted(known))}")
@@ -126,15 +129,29 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
             _fail(path, f"{where}, field 'analysis'", f"must be one of {', '.join(ANALYSES)}")
         if design == "deletion" and (model != "cls" or [r.name for r in runs] != [MAIN_RUN]):
             _fail(path, f"{where}, field 'runs'", "the deletion test reads the main ResNet run: runs: {main: {}}")
+        caveats = spec.get("caveats", [])
+        if not isinstance(caveats, list) or not all(isinstance(c, str) and c.strip() for c in caveats):
+            _fail(path, f"{where}, field 'caveats'", "must be a list of sentences")
+        if not isinstance(spec.get("claim", ""), str):
+            _fail(path, f"{where}, field 'claim'", "must be a sentence")
+        arms = {r.arm for r in runs}
+        comparisons = []
+        for i, item in enumerate(spec.get("comparisons") or []):
+            if not isinstance(item, dict) or item.get("arm") not in arms or item.get("against") not in arms \
+                    or item.get("expect") not in (None, "higher", "lower") or set(item) - {"arm", "against", "expect"}:
+                _fail(path, f"{where}, field 'comparisons', item {i + 1}",
+                      "must be {arm: ARM, against: ARM, expect: higher or lower (optional)} with arms of the runs")
+            comparisons.append((item["arm"], item["against"], item.get("expect")))
         experiment = Experiment(str(name), model, spec["question"].strip(), metrics, design, spec["budget"].strip(),
                                 runs, profile, spec.get("control"), spec.get("sweep"), spec.get("choose_on"),
-                                spec.get("analysis"))
+                                spec.get("analysis"), tuple(comparisons), spec.get("claim", "").strip(),
+                                tuple(c.strip() for c in caveats))
         for run in runs:
             try:
                 experiment.config(run)
             except PipelineError as e:
                 _fail(path, f"{where}, run {run.name!r}", str(e))
-        if design == "ablation" and experiment.control not in {r.arm for r in runs}:
+        if design == "ablation" and experiment.control not in arms and not comparisons:
             _fail(path, f"{where}, field 'control'", "must name one of the arms of the runs")
         if design == "sweep":
             if experiment.sweep not in fields:

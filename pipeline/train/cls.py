@@ -8,13 +8,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import TEST_OUTPUTS, ClsConfig, Paths, PipelineError
+from pipeline.config import TEST_OUTPUTS, TEST_PREDICTIONS, ClsConfig, Paths, PipelineError
 from pipeline.data.cifar10 import augment, load_cifar10, normalize, split_train_val
 from pipeline.io import save_arrays
 from pipeline.models.resnet import ResNet, make_resnet
 from pipeline.train import distributed
 from pipeline.train.runner import (
-    autocast, epoch_generator, pick_device, progress, resolve_precision, seed_everything, steps_per_second,
+    LossTrace, autocast, epoch_generator, pick_device, progress, resolve_precision, seed_everything,
+    steps_per_second,
 )
 
 
@@ -68,7 +69,8 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 def build_model(config: ClsConfig, device: torch.device) -> ResNet:
-    model = make_resnet(18, config.shortcuts).to(device)
+    model = make_resnet(config.depth, config.shortcuts, width=config.width, projection=config.projection_shortcuts,
+                        identity_start=config.identity_start).to(device)
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
@@ -153,6 +155,7 @@ class ClsTask:
         loss_sum = torch.zeros((), device=self.device)  # summed on the device, read every REPORT_EVERY steps
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
+        trace = LossTrace(self.device, self.step)
         t0 = time.perf_counter()
         with progress(self.steps_per_epoch * config.batch_size, f"cls epoch {epoch + 1}", "img", self.world) as bar:
             for i in range(self.steps_per_epoch):
@@ -172,6 +175,7 @@ class ClsTask:
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                trace.add(self.step, loss.detach() * len(y), len(y))
                 self.step += 1
                 loss_sum += loss.detach().float() * len(y)
                 correct += (logits.argmax(1) == y).sum()
@@ -191,6 +195,7 @@ class ClsTask:
             "images": seen,
             "images_per_s": seen / seconds,
             "train_s": round(seconds, 2),
+            "loss_trace": trace.points(self.step, self.world),
         }
 
     def _predict(self, images: torch.Tensor, tta: bool) -> torch.Tensor:
@@ -207,6 +212,7 @@ class ClsTask:
         """Score the test split once; its logits are kept beside final.json for the evaluation stage."""
         logits = self._predict(self.test_images, self.config.test_tta)
         save_arrays(run_dir / f"{TEST_OUTPUTS}.npz", logits=logits.numpy(), labels=self.test_labels.numpy())
+        save_arrays(run_dir / f"{TEST_PREDICTIONS}.npz", predictions=logits.argmax(1).to(torch.uint8).numpy())
         result = score(logits, self.test_labels)
         return {"test_loss": result["loss"], "test_accuracy": result["accuracy"], "test_images": len(self.test_labels)}
 

@@ -19,7 +19,7 @@ from pipeline.evaluate.decode import translate
 from pipeline.io import write_json
 from pipeline.models.transformer import Transformer, make_transformer
 from pipeline.train import distributed
-from pipeline.train.runner import epoch_generator, pick_device, progress, seed_everything
+from pipeline.train.runner import LossTrace, epoch_generator, pick_device, progress, seed_everything
 
 
 def lr_at(step: int, warmup_steps: int, peak: float) -> float:
@@ -114,6 +114,7 @@ class MtTask:
         batches = length_batches(lengths, config.tokens_per_batch, epoch_generator(config.seed, epoch))
         loss_sum = torch.zeros((), device=self.device)  # summed on the device, read every REPORT_EVERY steps
         tokens = 0
+        trace = LossTrace(self.device, self.step)
         t0 = time.perf_counter()
         with progress(sum(s + t for s, t in lengths), f"mt epoch {epoch + 1}", "tok", self.world) as bar:
             for step, batch in enumerate(batches, 1):
@@ -134,6 +135,7 @@ class MtTask:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
                 self.optimizer.step()
+                trace.add(self.step, local_sum, n / self.world.size)  # n counts the whole batch's tokens
                 self.step += 1
                 loss_sum += local_sum.detach()
                 tokens += n
@@ -147,6 +149,7 @@ class MtTask:
             "lr": lr,
             "tokens_per_s": bar.n / seconds,
             "train_s": round(seconds, 2),
+            "loss_trace": trace.points(self.step, self.world),
         }
 
     def _translate(self, sources: list[str], beam_size: int = 0) -> list[str]:

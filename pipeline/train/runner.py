@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.config import CHECKPOINT, CONFIG, FINAL, METRICS, PROVENANCE, REPO, TEST_OUTPUTS, PipelineError, \
-    changed_fields
+from pipeline.config import CHECKPOINT, CONFIG, FINAL, METRICS, PROVENANCE, REPO, TEST_OUTPUTS, TEST_PREDICTIONS, \
+    PipelineError, changed_fields
 from pipeline.io import append_jsonl, atomic_path, read_json, read_jsonl, write_json, write_text
 from pipeline.train.distributed import World, barrier
 
@@ -86,6 +86,38 @@ def progress(total: int, desc: str, unit: str, world: World = World()) -> tqdm:
     """A bar with the rate and the time left, on rank 0 only."""
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False,
                 disable=not world.main)
+
+
+TRACE_EVERY = 25  # optimiser steps per point of the training-loss trace logged with each epoch
+
+
+class LossTrace:
+    """The training loss averaged over each window of TRACE_EVERY steps, summed on the device and read once
+    per epoch, so a short run still shows its dynamics (He et al.'s evidence is such curves)."""
+
+    def __init__(self, device: torch.device, first_step: int):
+        self.device, self.first_step = device, first_step
+        self.sums: list[torch.Tensor] = []
+        self.counts: list[torch.Tensor] = []
+
+    def add(self, step: int, loss_sum: torch.Tensor, count: float) -> None:
+        """One step's summed loss over `count` items (this rank's share); `step` counts from the run's start."""
+        if not self.sums or (step - self.first_step) % TRACE_EVERY == 0:
+            self.sums.append(torch.zeros((), device=self.device))
+            self.counts.append(torch.zeros((), device=self.device))
+        self.sums[-1] += loss_sum.detach().float()
+        self.counts[-1] += count
+
+    def points(self, last_step: int, world: World) -> list[list[float]]:
+        """[[step at the window's end, mean loss], ...], summed over ranks."""
+        from pipeline.train.distributed import sum_over_ranks
+
+        if not self.sums:
+            return []
+        sums, counts = sum_over_ranks(torch.stack([torch.stack(self.sums), torch.stack(self.counts)]),
+                                      world).tolist()
+        ends = [min(self.first_step + (i + 1) * TRACE_EVERY, last_step) for i in range(len(sums))]
+        return [[end, round(total / max(count, 1e-12), 5)] for end, total, count in zip(ends, sums, counts)]
 
 
 def _git_commit() -> str:
@@ -207,7 +239,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def _fmt(record: dict) -> str:
-    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
+                     if not isinstance(v, list))
 
 
 def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dict:
@@ -237,7 +270,8 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
             print(f"resuming {model_name} from {checkpoint} after epoch {state['epoch'] + 1}")
     elif world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [checkpoint, metrics, run_dir / FINAL, *run_dir.glob(TEST_OUTPUTS + ".*")]:
+        for stale in [checkpoint, metrics, run_dir / FINAL, *run_dir.glob(TEST_OUTPUTS + ".*"),
+                      *run_dir.glob(TEST_PREDICTIONS + ".*")]:
             stale.unlink(missing_ok=True)
         write_json(run_dir / CONFIG, {"model": model_name, **dataclasses.asdict(config)})
         write_json(run_dir / PROVENANCE, provenance(config.seed, task.device, task.precision,
