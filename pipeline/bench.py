@@ -92,7 +92,8 @@ def _baseline_rates(config, precision: str, paths: Paths) -> tuple[float, float]
     rates = {"plain": [], "ours": []}
     for _ in range(ROUNDS):
         for name, step in (("plain", plain_step), ("ours", our_step)):
-            rates[name].append(steps_per_second(step, BASELINE_STEPS // ROUNDS, WARMUP_STEPS) * config.batch_size)
+            rate = steps_per_second(step, BASELINE_STEPS // ROUNDS, WARMUP_STEPS, device)
+            rates[name].append(rate * config.batch_size)
     return sum(rates["plain"]) / ROUNDS, sum(rates["ours"]) / ROUNDS
 
 

@@ -9,6 +9,7 @@ import difflib
 import inspect
 import io
 import os
+import re
 import tokenize
 from dataclasses import dataclass
 from functools import cache
@@ -32,6 +33,18 @@ class PipelineError(Exception):
     """A problem the user can fix; the CLI prints it as one paragraph, no traceback."""
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_run_name(name: str) -> str:
+    """A run's name is a plain folder name under runs/<model>/: never a path that could leave it."""
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        raise PipelineError(f"{name!r} is not a run name: a run name is one plain folder name of letters, digits, "
+                            "'.', '_' and '-' (starting with a letter or digit, at most 100 characters), so that "
+                            "the run stays inside runs/<model>/.")
+    return name
+
+
 @dataclass(frozen=True)
 class Paths:
     """Every file the pipeline reads or writes hangs off `root` (tests point it at a temp dir)."""
@@ -47,7 +60,7 @@ class Paths:
         return self.root / "runs"
 
     def run(self, model: str, name: str = MAIN_RUN) -> Path:
-        return self.runs / model / name
+        return self.runs / model / check_run_name(name)
 
     @property
     def site_assets(self) -> Path:

@@ -20,12 +20,17 @@ from pipeline.data import cifar10
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def cifar_members(per_batch: int = 20, seed: int = 0) -> dict[str, dict]:
+# Text from data that would run script if a page took it as markup: the built report must show it as text.
+HOSTILE_CLASS = '<img src=x onerror="window.xss=1">cat'
+HOSTILE_SOURCE, HOSTILE_TARGET = "<script>window.xss=2</script>", '<img src=x onerror="window.xss=3">'
+
+
+def cifar_members(per_batch: int = 20, seed: int = 0, classes: list[str] = CLASSES) -> dict[str, dict]:
     """The pickled dicts of a CIFAR-10 archive with `per_batch` images per batch.
 
     Each class gets its own mean colour, so a model can actually learn something from it."""
     rng = np.random.default_rng(seed)
-    members = {cifar10.META: {b"label_names": [c.encode() for c in CLASSES], b"num_cases_per_batch": per_batch}}
+    members = {cifar10.META: {b"label_names": [c.encode() for c in classes], b"num_cases_per_batch": per_batch}}
     for name in cifar10.TRAIN_BATCHES + [cifar10.TEST_BATCH]:
         labels = rng.integers(0, 10, per_batch)
         base = (labels[:, None] * 25 + 10).astype(np.int16)
@@ -44,6 +49,21 @@ def write_cifar_archive(path: Path, members: dict[str, dict]) -> Path:
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def precision_record(tmp_path_factory) -> Path:
+    """The tests never time bf16 against fp32 (over a minute on CPUs without bf16 instructions): the per-machine
+    record the probe keeps is made for them, saying fp32; the probe's rule and its record are tested with
+    made-up rates (test_train_cls). Subprocesses inherit the variable."""
+    from pipeline.io import write_json
+    from pipeline.train.runner import machine_key
+
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["PIPELINE_CACHE"] = str(folder)
+    write_json(folder / "precision.json", {machine_key(): {
+        "precision": "fp32", "probe_images_per_s": {}, "measured": "made by the tests' conftest"}})
+    return folder
 
 
 @pytest.fixture
@@ -91,13 +111,15 @@ ADJECTIVES_GR_RU = [("ψηλός", "высокий"), ("μικρός", "мале
                     ("πλούσιος", "богатый"), ("ήρεμος", "спокойный")]
 
 
-def write_greek_russian_corpus(path: Path) -> Path:
-    """A made-up Greek<TAB>Russian file, with accents, apostrophes and punctuation as written."""
+def write_greek_russian_corpus(path: Path, hostile: bool = False) -> Path:
+    """A made-up Greek<TAB>Russian file, with accents, apostrophes and punctuation as written; `hostile` puts
+    HTML that would run script into every pair, on both sides."""
     lines = []
+    source, target = (HOSTILE_SOURCE, HOSTILE_TARGET) if hostile else ("", "")
     for (gr, ru), (gr_adj, ru_adj) in ((s, a) for s in GREEK_RUSSIAN for a in ADJECTIVES_GR_RU):
-        lines.append(f"{gr} {gr_adj}.\t{ru} {ru_adj}.")
-        lines.append(f"{gr} πολύ {gr_adj}!\t{ru} очень {ru_adj}!")
-        lines.append(f"Σ’ το λέω: {gr.lower()} {gr_adj};\tГоворю тебе: {ru.lower()} {ru_adj}?")
+        lines.append(f"{gr} {gr_adj}.{source}\t{ru} {ru_adj}.{target}")
+        lines.append(f"{gr} πολύ {gr_adj}!{source}\t{ru} очень {ru_adj}!{target}")
+        lines.append(f"Σ’ το λέω: {gr.lower()} {gr_adj};{source}\tГоворю тебе: {ru.lower()} {ru_adj}?{target}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -184,10 +206,11 @@ def tree_digest(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> Paths:
     """`make report` from nothing, on a PATH with no npm: synthetic CIFAR-10 archive, a tiny made-up
-    Greek->Russian corpus, smoke profiles."""
+    Greek->Russian corpus, smoke profiles; a class name and corpus lines carry HTML that would run script."""
     root = tmp_path_factory.mktemp("root")
-    write_cifar_archive(root / "data" / "cifar-10-python.tar.gz", cifar_members(per_batch=40))
-    write_greek_russian_corpus(root / "tiny.tsv")
+    classes = [HOSTILE_CLASS if c == "cat" else c for c in CLASSES]
+    write_cifar_archive(root / "data" / "cifar-10-python.tar.gz", cifar_members(per_batch=40, classes=classes))
+    write_greek_russian_corpus(root / "tiny.tsv", hostile=True)
     (root / "experiments.yaml").write_text(TINY_EXPERIMENTS)
     committed = committed_digest()
     no_npm = {**os.environ, "PATH": path_without(tmp_path_factory.mktemp("bin"), "npm", "npx")}

@@ -75,6 +75,7 @@ def test_every_page_loads_with_its_images_and_nothing_from_elsewhere(browser, se
         assert not broken, (page_path, broken)
         assert not outside, (page_path, outside)
         assert not errors, (page_path, errors)
+        assert page.evaluate("window.xss") is None, (page_path, "script from the data ran")
         page.screenshot(path=str(shots / (page_path.replace("/", "_") + ".png")), full_page=True)
         page.close()
     assert len(list(shots.glob("*.png"))) == len(pages)
@@ -218,4 +219,20 @@ def test_explorers_work_from_file_urls(browser, built):
         page, problems = _guarded_page(browser, (built.site / page_path).as_uri())
         page.wait_for_selector(selector, state="attached", timeout=10_000)
         assert not problems, problems
+        page.close()
+
+
+def test_text_from_data_is_shown_as_text_and_runs_nothing(browser, server, built):
+    """A class name from batches.meta and corpus lines carrying <img onerror> and <script> (conftest): the pages
+    show them literally, as a reader would type them, and no script of theirs runs."""
+    from tests.conftest import HOSTILE_CLASS, HOSTILE_SOURCE, HOSTILE_TARGET
+
+    expected = {"generated/resnet/": [HOSTILE_CLASS], "generated/transformer/": [HOSTILE_SOURCE, HOSTILE_TARGET]}
+    for page_path, texts in expected.items():
+        page = browser.new_page()
+        page.goto(f"{server}/{page_path}", wait_until="load")
+        text = page.evaluate("document.body.innerText")
+        for hostile in texts:
+            assert hostile in text, (page_path, hostile)
+        assert page.evaluate("window.xss") is None, page_path
         page.close()

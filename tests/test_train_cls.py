@@ -1,6 +1,8 @@
 import contextlib
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,11 +139,35 @@ def test_device_choice_and_precision_contexts():
     assert runner.resolve_precision("auto", torch.device("mps")) == ("fp32", {})
     assert runner.resolve_precision("auto", torch.device("cuda")) == ("fp16", {})
     # On the CPU the probe decides: bf16 only where it is clearly faster than fp32.
-    assert runner.resolve_precision("auto", torch.device("cpu"), {"fp32": 100, "bf16": 150}.get)[0] == "bf16"
-    assert runner.resolve_precision("auto", torch.device("cpu"), {"fp32": 100, "bf16": 80}.get)[0] == "fp32"
-    assert runner.resolve_precision("auto", torch.device("cpu"), {"fp32": 100, "bf16": 105}.get)[0] == "fp32"
+    for rates, chosen in (({"fp32": 100, "bf16": 150}, "bf16"), ({"fp32": 100, "bf16": 80}, "fp32"),
+                          ({"fp32": 100, "bf16": 105}, "fp32")):
+        with tempfile.TemporaryDirectory() as folder:
+            assert runner.resolve_precision("auto", torch.device("cpu"), rates.get,
+                                            Path(folder) / "precision.json")[0] == chosen
     with pytest.raises(runner.PipelineError, match="--device must be"):
         make_config("cls", "full", ["--device", "tpu"])
+
+
+def test_the_probe_answers_once_per_machine_and_is_reused(tmp_path):
+    """Two runs on one machine never train in different precisions because a timing wobbled: the first run's
+    answer is recorded and the next reuses it without timing anything; another machine is probed anew."""
+    record, timed = tmp_path / "precision.json", []
+
+    def rates(answer):
+        def rate(precision):
+            timed.append(precision)
+            return answer[precision]
+        return rate
+
+    first = runner.resolve_precision("auto", torch.device("cpu"), rates({"fp32": 100, "bf16": 150}), record)
+    again = runner.resolve_precision("auto", torch.device("cpu"), rates({"fp32": 100, "bf16": 90}), record)
+    assert first[0] == again[0] == "bf16" and timed == ["fp32", "bf16"]
+    assert again[1]["probe_images_per_s"] == {"fp32": 100, "bf16": 150} and again[1]["probe_record"] == str(record)
+    stored = json.loads(record.read_text())
+    stored[f"another machine | {runner.machine_key()}"] = stored.pop(runner.machine_key())
+    record.write_text(json.dumps(stored))
+    assert runner.resolve_precision("auto", torch.device("cpu"), rates({"fp32": 100, "bf16": 90}), record)[0] == "fp32"
+    assert timed == ["fp32", "bf16"] * 2
 
 
 def test_a_torn_last_metrics_line_is_dropped_on_resume(cifar_root, monkeypatch, capsys):

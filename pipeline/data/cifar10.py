@@ -219,10 +219,15 @@ def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4, 
     """Random size x size crop after reflection padding, then random horizontal flip, for a whole batch."""
     b, _, h, w = images.shape
     padded = torch.nn.functional.pad(images.float(), (padding,) * 4, mode="reflect").to(images.dtype)
-    # Offsets and flips are drawn on the CPU generator so a seed gives the same batch on any device.
-    dy = torch.randint(0, h + 2 * padding - size + 1, (b,), generator=generator).to(images.device)
-    dx = torch.randint(0, w + 2 * padding - size + 1, (b,), generator=generator).to(images.device)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(images.device)
+    # Offsets and flips are drawn on the CPU generator so a seed gives the same batch on any device, and go to
+    # the device as one pinned tensor copied asynchronously (pageable memory would make each copy a sync).
+    draws = torch.stack([torch.randint(0, h + 2 * padding - size + 1, (b,), generator=generator),
+                         torch.randint(0, w + 2 * padding - size + 1, (b,), generator=generator),
+                         (torch.rand(b, generator=generator) < 0.5).long()])
+    if images.device.type == "cuda":
+        draws = draws.pin_memory()
+    dy, dx, flip = draws.to(images.device, non_blocking=True)
+    flip = flip.bool()
     rows = dy[:, None] + torch.arange(size, device=images.device)  # (B, size)
     cols = dx[:, None] + torch.arange(size, device=images.device)  # (B, size)
     cols = torch.where(flip[:, None], cols.flip(1), cols)

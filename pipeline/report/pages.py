@@ -4,10 +4,12 @@ Never imports torch: it reads only what the figures stage wrote."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
+from markupsafe import Markup, escape
 
 from pipeline.config import REPO, Paths, PipelineError
 from pipeline.experiments import experiment_results
@@ -47,18 +49,35 @@ def metric(value: float, name: str) -> str:
     return number(value, 3 if name.endswith("loss") else 2)
 
 
-def cell(text: str) -> str:
+def cell(text: str) -> Markup:
     """Text as written, safe inside a Markdown table cell: HTML and Markdown characters escaped."""
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = str(escape(text))
     for char in "\\`*_[]|":
         text = text.replace(char, "\\" + char)
-    return text
+    return Markup(text)
+
+
+def code(value) -> Markup:
+    """A value as an inline code span, shown as written: Markdown escapes a code span's content itself (so
+    HTML-escaping it too would show entities) and the fence outruns any backticks inside."""
+    text = str(value).replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return Markup(f"{fence}{pad}{text}{pad}{fence}")
+
+
+def verbatim(value) -> Markup:
+    """A line inside a fenced code block, which Markdown shows as text itself; no newline can end the block."""
+    return Markup(str(value).replace("\n", " "))
 
 
 def environment() -> Environment:
+    """Every value a template shows is HTML-escaped (autoescape): corpus lines, model outputs, class names and
+    captions from data reach the page as text, never as markup; macros and `cell` return what is already safe."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
-                      trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(percent=percent, number=number, minutes=minutes, cell=cell, metric=metric)
+                      trim_blocks=True, lstrip_blocks=True, autoescape=True)
+    env.filters.update(percent=percent, number=number, minutes=minutes, cell=cell, metric=metric, code=code,
+                       verbatim=verbatim)
     env.globals.update(JINJA_GLOBALS, percent=percent, number=number)
     return env
 

@@ -144,7 +144,7 @@ class ClsTask:
                 loss.backward()
                 optimizer.step()
 
-            return batch * steps_per_second(step, PROBE_STEPS)
+            return batch * steps_per_second(step, PROBE_STEPS, device=self.device)
 
     def train_one_epoch(self, epoch: int) -> dict:
         config, model = self.config, self.model
@@ -227,8 +227,11 @@ class ClsTask:
         }
 
     def load_state_dict(self, state: dict, checkpoint: Path) -> None:
+        # The stored precision first, and the scaler made for it: an fp16 run keeps its loss scale, whatever
+        # precision would be chosen today.
+        self.precision = state["precision"]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.scaler.load_state_dict(state["scaler"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
-        self.precision = state["precision"]

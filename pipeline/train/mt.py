@@ -88,8 +88,15 @@ class MtTask:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
         splits, self.fingerprints = load_splits(config)
-        self.src_tok = Tokenizer.train([s for s, _ in splits.train], config.vocab_size)
-        self.tgt_tok = Tokenizer.train([t for _, t in splits.train], config.vocab_size)
+        self.splits = splits
+        self._use_tokenizers(Tokenizer.train([s for s, _ in splits.train], config.vocab_size),
+                             Tokenizer.train([t for _, t in splits.train], config.vocab_size))
+        self.step = 0
+
+    def _use_tokenizers(self, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
+        """Everything that hangs on the subword models: the encoded splits, the network and its optimiser."""
+        config, splits = self.config, self.splits
+        self.src_tok, self.tgt_tok = src_tok, tgt_tok
         train, self.val_pairs, test = (drop_long(pairs, self.src_tok, self.tgt_tok, config.max_tokens, what)
                                        for pairs, what in ((splits.train, "training"), (splits.val, "validation"),
                                                            (splits.test, "test")))
@@ -100,7 +107,6 @@ class MtTask:
         self.model = build_model(config, len(self.src_tok), len(self.tgt_tok), self.device)
         self.net = distributed.wrap(self.model, self.world)  # DDP under torchrun: gradients averaged over ranks
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-9)
-        self.step = 0
 
     def _tensors(self, ids: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
         src = pad_batch([s for s, _ in ids], bos_eos=False).to(self.device)
@@ -197,6 +203,10 @@ class MtTask:
 
     def load_state_dict(self, state: dict, checkpoint: Path) -> None:
         check_fingerprints(state, self.fingerprints, checkpoint, self.config.corpus)
+        if (state["src_tokenizer"], state["tgt_tokenizer"]) != (self.src_tok.model_proto, self.tgt_tok.model_proto):
+            # A resumed run reads with the subword models it was trained with, not ones learnt again today
+            # (another sentencepiece version may learn other pieces from the same sentences).
+            self._use_tokenizers(Tokenizer(state["src_tokenizer"]), Tokenizer(state["tgt_tokenizer"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]

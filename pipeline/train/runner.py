@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import random
 import subprocess
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from pipeline.config import CHECKPOINT, CONFIG, FINAL, METRICS, PROVENANCE, REPO, TEST_OUTPUTS, TEST_PREDICTIONS, \
     PipelineError, changed_fields
 from pipeline.io import append_jsonl, atomic_path, read_json, read_jsonl, write_json, write_text
-from pipeline.train.distributed import World, barrier
+from pipeline.train.distributed import World, barrier, from_rank0
 
 
 def pick_device(requested: str = "auto", world: World = World()) -> torch.device:
@@ -40,27 +41,64 @@ def pick_device(requested: str = "auto", world: World = World()) -> torch.device
 BF16_MARGIN = 1.10  # bf16 must train this much faster than fp32 to be chosen: fp32 is the more exact
 
 
-def resolve_precision(requested: str, device: torch.device, rate=None) -> tuple[str, dict]:
+def probe_cache() -> Path:
+    """Where the precision probe's answer is kept per machine ($PIPELINE_CACHE, else ~/.cache/dl-report)."""
+    return Path(os.environ.get("PIPELINE_CACHE") or Path.home() / ".cache" / "dl-report") / "precision.json"
+
+
+def machine_key() -> str:
+    """What decides the probe's answer: the CPU (name, ids, speed flags), the thread count and torch's version."""
+    cpu, flags = _cpu_info()
+    ids = cpu_ids()
+    return " | ".join([cpu, *(f"{k}={v}" for k, v in ids.items()), ",".join(f for f in SPEED_FLAGS if f in flags),
+                       f"threads={torch.get_num_threads()}", f"torch={torch.__version__}"])
+
+
+def resolve_precision(requested: str, device: torch.device, rate=None, cache: Path | None = None) -> tuple[str, dict]:
     """The precision to train in, and what was measured to choose it.
 
     "auto" on the CPU times a few training steps in fp32 and in bf16 with `rate(precision) -> images/s`
-    and takes bf16 only where it is clearly faster (on some CPUs with avx512_bf16 it is slower);
-    on CUDA fp16, elsewhere fp32 (autocast has no kernels for MPS here)."""
+    and takes bf16 only where it is clearly faster (on some CPUs with avx512_bf16 it is slower, on CPUs without
+    bf16 instructions it is many times slower). The answer is recorded per machine in `cache` and reused, so two
+    runs on one machine never train in different precisions because a timing wobbled; delete the file to probe
+    again. On CUDA fp16, elsewhere fp32 (autocast has no kernels for MPS here)."""
     if requested != "auto":
         return requested, {}
     if device.type == "cpu" and rate is not None:
-        rates = {precision: round(rate(precision), 1) for precision in ("fp32", "bf16")}
-        return ("bf16" if rates["bf16"] >= BF16_MARGIN * rates["fp32"] else "fp32"), {"probe_images_per_s": rates}
+        cache = cache or probe_cache()
+        key = machine_key()
+        try:
+            known = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
+        except (OSError, ValueError):
+            known = {}  # an unreadable record is measured again and rewritten
+        if not isinstance(known.get(key), dict) or known[key].get("precision") not in ("fp32", "bf16"):
+            rates = {precision: round(rate(precision), 1) for precision in ("fp32", "bf16")}
+            known[key] = {"precision": "bf16" if rates["bf16"] >= BF16_MARGIN * rates["fp32"] else "fp32",
+                          "probe_images_per_s": rates,
+                          "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json(cache, known)
+        entry = known[key]
+        return entry["precision"], {"probe_images_per_s": entry["probe_images_per_s"],
+                                    "probe_measured": entry["measured"], "probe_record": str(cache)}
     return {"cpu": "bf16", "cuda": "fp16"}.get(device.type, "fp32"), {}
 
 
-def steps_per_second(step, steps: int, warmup: int = 1) -> float:
-    """Calls of `step()` per second, after `warmup` untimed calls."""
+def synchronize(device: torch.device | None) -> None:
+    """Wait for the device's queued work, so a clock read after it measures the work (CUDA runs ahead)."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def steps_per_second(step, steps: int, warmup: int = 1, device: torch.device | None = None) -> float:
+    """Calls of `step()` per second, after `warmup` untimed calls; on a GPU the clock waits for the device."""
     for _ in range(warmup):
         step()
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
+    synchronize(device)
     return steps / (time.perf_counter() - t0)
 
 
@@ -130,19 +168,35 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _cpu_info() -> tuple[str, list[str]]:
-    """The processor's model name and its flags, from /proc/cpuinfo where there is one."""
-    name, flags = "", []
+def _cpu_fields() -> dict[str, str]:
+    """The first processor's lines of /proc/cpuinfo (empty where there is none)."""
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and not name:
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = value.split()
+            if not key.strip():
+                break
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return name or platform.processor() or platform.machine(), flags
+    return fields
+
+
+def _cpu_info() -> tuple[str, list[str]]:
+    """The processor's model name and its flags."""
+    fields = _cpu_fields()
+    return fields.get("model name") or platform.processor() or platform.machine(), fields.get("flags", "").split()
+
+
+def cpu_ids() -> dict:
+    """Vendor, family, model and stepping as `lscpu` shows them: a model name like "AMD EPYC" alone does not
+    tell Zen 3 (family 25, model 1) from Zen 4 (family 25, model 17) or Zen 5 (family 26)."""
+    fields = _cpu_fields()
+    ids = {"cpu_vendor": fields.get("vendor_id", platform.machine())}
+    for key, name in (("cpu family", "cpu_family"), ("model", "cpu_model"), ("stepping", "cpu_stepping")):
+        if fields.get(key, "").isdigit():
+            ids[name] = int(fields[key])
+    return ids
 
 
 # The CPU features that decide how fast bf16 and fp32 training run.
@@ -169,6 +223,7 @@ def provenance(seed: int, device: torch.device, precision: str, channels_last: b
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
         "cpu": cpu,
+        **cpu_ids(),
         "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
         "threads": torch.get_num_threads(),
         "processes": world.size,  # torchrun ranks; batch sizes in the config are global (all ranks together)
@@ -243,6 +298,26 @@ def _fmt(record: dict) -> str:
                      if not isinstance(v, list))
 
 
+def _record_resumption(path: Path, checkpoint: Path, task: Task, epoch: int, world: World) -> None:
+    """Refuse to go on on another kind of device or another number of processes (the run would no longer be
+    the run its provenance describes); otherwise add this resumption, with its machine, to the provenance."""
+    info = read_json(path, "provenance file")
+    was = (info.get("device"), info.get("processes", 1))
+    now = (task.device.type, world.size)
+    if was != now:
+        raise PipelineError(
+            f"{checkpoint} was trained on {was[0]} with {was[1]} process(es), but this run would go on on {now[0]} "
+            f"with {now[1]}: a run that changed either would not be the run {path} describes. Resume with "
+            f"--device {was[0]} and {was[1]} process(es), or start over without --resume."
+        )
+    cpu, _ = _cpu_info()
+    info.setdefault("resumed", []).append({
+        "after_epoch": epoch + 1, "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(), "cpu": cpu, **cpu_ids(),
+    })
+    write_json(path, info)
+
+
 def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dict:
     """Train epoch by epoch with a checkpoint after each, then score the test split once.
 
@@ -251,14 +326,18 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
     config, world = task.config, task.world
     checkpoint, metrics = run_dir / CHECKPOINT, run_dir / METRICS
     start_epoch, elapsed = 0, 0.0
-    if resume and checkpoint.is_file():
-        state = load_checkpoint(checkpoint)
+    # Rank 0 alone decides whether to resume and reads the checkpoint; every rank gets its state from rank 0,
+    # so the ranks of a run on several machines need no shared copy of runs/.
+    state = from_rank0(lambda: load_checkpoint(checkpoint) if resume and checkpoint.is_file() else None, world)
+    if state is not None:
         changed = changed_fields(model_name, state["config"], config)
         if changed:
             raise PipelineError(
                 f"{checkpoint} was trained with a different config ({', '.join(changed)} differ); resume with "
                 "the same options, or start over without --resume."
             )
+        if world.main:
+            _record_resumption(run_dir / PROVENANCE, checkpoint, task, state["epoch"], world)
         task.load_state_dict(state["task"], checkpoint)
         set_rng_state(state["rng"])
         start_epoch, elapsed = state["epoch"] + 1, state["elapsed"]
