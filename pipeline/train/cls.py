@@ -212,7 +212,8 @@ class ClsTask:
         """Score the test split once; its logits are kept beside final.json for the evaluation stage."""
         logits = self._predict(self.test_images, self.config.test_tta)
         save_arrays(run_dir / f"{TEST_OUTPUTS}.npz", logits=logits.numpy(), labels=self.test_labels.numpy())
-        save_arrays(run_dir / f"{TEST_PREDICTIONS}.npz", predictions=logits.argmax(1).to(torch.uint8).numpy())
+        save_arrays(run_dir / f"{TEST_PREDICTIONS}.npz", predictions=logits.argmax(1).to(torch.uint8).numpy(),
+                    labels=self.test_labels.to(torch.uint8).numpy())
         result = score(logits, self.test_labels)
         return {"test_loss": result["loss"], "test_accuracy": result["accuracy"], "test_images": len(self.test_labels)}
 
