@@ -61,7 +61,9 @@ def _run(args: argparse.Namespace) -> None:
 
             bench(args.model, config, paths.run(args.model, args.name), paths)
     elif args.stage in ("experiments", "compare"):
-        from pipeline.experiments import compare_all, load_experiments, train_missing
+        from pipeline.compare.experiments import compare_all
+        from pipeline.experiments.definitions import load_experiments
+        from pipeline.experiments.running import train_missing
 
         experiments = load_experiments()
         if args.stage == "experiments":

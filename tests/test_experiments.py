@@ -1,6 +1,8 @@
 """Experiments as data: definitions checked, comparisons computed from metric files, answers from numbers."""
 
 import copy
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -9,7 +11,10 @@ import torch
 import yaml
 
 from pipeline.config import REPO, PipelineError
-from pipeline.experiments import answer, arm_summary, differing_fields, load_experiments, parse_experiments
+from pipeline.compare.experiments import compare_arms, differing_fields, sweep_answer
+from pipeline.compare.stats import mcnemar, paired_bleu, paired_items_difference, seed_summary, training_difference, \
+    verdict
+from pipeline.experiments.definitions import load_experiments, parse_experiments
 
 GOOD = {
     "tiny": {"model": "cls", "question": "Q?", "metrics": ["val_accuracy"], "design": "ablation",
@@ -81,51 +86,131 @@ def test_only_differing_fields_are_listed():
     assert differing_fields(records) == ["lr", "seed"]
 
 
-def _record(name, arm, value, seed=0, diverged=False):
-    return {"name": name, "arm": arm, "seed": seed, "values": {"val_accuracy": value}, "diverged": diverged,
-            "config": {"lr": float(name.removeprefix("lr")) if name.startswith("lr") else 0.1},
-            "final": {"test_accuracy": value, "test_images": 10_000}}
+def _record(name, arm, value, seed=0, diverged=False, lr=0.15):
+    return {"name": name, "folder": name, "arm": arm, "seed": seed, "values": {"val_accuracy": value},
+            "diverged": diverged, "at_chance": False, "config": {"lr": lr, "seed": seed}}
 
 
-def test_the_ablation_answer_flips_when_the_numbers_swap():
-    experiment = parse_experiments(copy.deepcopy(GOOD), REPO / "x.yaml")[0]
+def _arms(records):
+    arms = {}
+    for r in records:
+        arms.setdefault(r["arm"], []).append(r)
+    return arms
+
+
+def test_the_t_interval_over_seeds_uses_n_minus_1_degrees_of_freedom():
+    """Two seeds: the 95 % half-width of the mean is t(0.975, 1) = 12.71 standard errors, not 1.96."""
+    summary = seed_summary([0.80, 0.82])
+    sd = np.std([0.80, 0.82], ddof=1)
+    assert summary["halfwidth"] == pytest.approx(12.706 * sd / math.sqrt(2), rel=1e-3)
+    assert seed_summary([0.8])["sd"] is None and seed_summary([0.8])["halfwidth"] is None  # one run: no spread
+
+
+def test_a_difference_the_normal_interval_calls_higher_is_no_clear_difference_under_t():
+    """Three seeds a little apart: 1.96 * sd / sqrt(n) would exclude zero, Student's t (2 df) does not."""
+    a = {0: 0.810, 1: 0.816, 2: 0.810}
+    b = {0: 0.800, 1: 0.802, 2: 0.806}
+    diffs = np.array([a[s] - b[s] for s in a])
+    normal_low = diffs.mean() - 1.96 * diffs.std(ddof=1) / math.sqrt(3)
+    assert normal_low > 0  # the hand-made normal interval would say "higher"
+    training = training_difference(a, b)
+    assert training["method"] == "paired t over 3 shared seeds" and training["low"] < 0 < training["high"]
+    assert verdict(training) == "no clear difference"
+    far = {0: 0.85, 1: 0.86, 2: 0.852}
+    assert verdict(training_difference(far, b)) == "higher" and verdict(training_difference(b, far)) == "lower"
+
+
+def test_verdicts_flip_with_the_numbers_and_need_runs():
+    low, high = {0: 0.70, 1: 0.72, 2: 0.71}, {0: 0.80, 1: 0.81, 2: 0.83}
+    assert verdict(training_difference(high, low), [], "higher") == "supported"
+    assert verdict(training_difference(low, high), [], "higher") == "contradicted"
+    assert verdict(training_difference(high, low), [], "lower") == "contradicted"
+    # a loss: lower is better, so "expected higher" (better) is supported by a lower loss
+    assert verdict(training_difference(low, high), [], "higher", higher_is_better=False) == "supported"
+    assert verdict(training_difference({0: 0.8}, {0: 0.7})) == "not enough runs"
+    borrowed = training_difference({0: 0.8}, {0: 0.7}, {"sd": 0.01, "n": 3, "source": "seeds-cls"})
+    assert borrowed["method"].endswith("seeds-cls") and verdict(borrowed) == "higher"
+    # a test-sample test that finds nothing overrules a training interval that excludes zero
+    assert verdict(training_difference(high, low), [{"low": -0.01, "high": 0.02}]) == "no clear difference"
+    assert verdict(training_difference(high, low), [{"p_value": 0.2}]) == "no clear difference"
+    assert verdict(training_difference(high, low), [{"p_value": 0.01}]) == "higher"
+
+
+def test_paired_tests_agree_with_the_libraries_own_results():
+    from sacrebleu.metrics import BLEU
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    a, b = rng.random(500) < 0.8, rng.random(500) < 0.7
+    result = mcnemar(a, b)
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    assert (result["only_a"], result["only_b"]) == (only_a, only_b)
+    assert result["p_value"] == pytest.approx(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+    paired = paired_items_difference(a, b)
+    assert paired["difference"] == pytest.approx(a.mean() - b.mean()) and paired["low"] < paired["difference"] < paired["high"]
+    references = [["the cat sat on the mat"], ["a dog barks"], ["it is raining today"], ["we are ready"]] * 5
+    good = [r[0] for r in references]
+    bad = ["the cat", "dog", "it rains", "ready"] * 5
+    bleu = paired_bleu(good, bad, references, resamples=200)
+    assert bleu["difference"] == pytest.approx(BLEU().corpus_score(good, [[r[0] for r in references]]).score
+                                               - BLEU().corpus_score(bad, [[r[0] for r in references]]).score)
+    near = good[:-1] + ["we are"]  # one sentence of twenty differs
+    assert bleu["p_value"] < 0.05 and paired_bleu(near, good, references, resamples=200)["p_value"] > 0.05
+
+
+def test_the_ablation_verdict_flips_when_the_numbers_swap():
     runs = [_record("a1", "a", 0.80, 0), _record("a2", "a", 0.81, 1), _record("b1", "b", 0.60, 0),
             _record("b2", "b", 0.62, 1)]
 
-    def word(records):
-        arms = {}
-        for r in records:
-            arms.setdefault(r["arm"], []).append(r)
-        summaries = {"val_accuracy": {arm: arm_summary("val_accuracy", rs, "cls") for arm, rs in arms.items()}}
-        return answer(experiment, summaries, records)["effects"][0]["word"]
+    def word(records, expect=None):
+        return compare_arms("val_accuracy", "b", "a", _arms(records), {}, None, expect)["verdict"]
 
-    assert word(runs) == "lower"
+    assert word(runs) == "lower" and word(runs, "higher") == "contradicted"
     swapped = [_record(r["name"], "b" if r["arm"] == "a" else "a", r["values"]["val_accuracy"], r["seed"])
                for r in runs]
-    assert word(swapped) == "higher"
+    assert word(swapped) == "higher" and word(swapped, "higher") == "supported"
     close = [_record("a1", "a", 0.80, 0), _record("a2", "a", 0.84, 1), _record("b1", "b", 0.81, 0),
              _record("b2", "b", 0.83, 1)]
     assert word(close) == "no clear difference"
 
 
-def test_a_sweep_chooses_on_validation_and_never_a_diverged_run():
-    data = {"sweep": {"model": "cls", "question": "Q?", "metrics": ["val_accuracy"], "design": "sweep",
-                      "sweep": "lr", "choose_on": "val_accuracy", "budget": "b",
-                      "runs": {"lr0.1": {"lr": 0.1}, "lr0.5": {"lr": 0.5}, "lr2.0": {"lr": 2.0}}}}
-    experiment = parse_experiments(data, REPO / "x.yaml")[0]
-    records = [_record("lr0.1", "lr0.1", 0.7), _record("lr0.5", "lr0.5", 0.8), _record("lr2.0", "lr2.0", 0.9, 0, True)]
-    result = answer(experiment, {}, records)
-    assert result["chosen"] == "lr0.5" and result["chosen_value"] == 0.5 and result["diverged"] == ["lr2.0"]
+SWEEP = {"sweep": {"model": "cls", "question": "Q?", "metrics": ["val_accuracy"], "design": "sweep",
+                   "sweep": "lr", "choose_on": "val_accuracy", "budget": "b",
+                   "runs": {"lr0.05": {"lr": 0.05}, "lr0.15": {"lr": 0.15}, "lr0.5": {"lr": 0.5},
+                            "lr2.0": {"lr": 2.0}}}}
 
 
-def test_one_run_per_arm_takes_its_spread_from_the_test_set():
-    summary = arm_summary("test_accuracy", [{"values": {"test_accuracy": 0.8},
-                                             "final": {"test_accuracy": 0.8, "test_images": 10_000}}], "cls")
-    assert summary["spread_from"] == "test set" and summary["halfwidth"] == pytest.approx(0.00784, abs=1e-4)
-    validation = arm_summary("val_accuracy", [{"values": {"val_accuracy": 0.8}, "final": {},
-                                              "config": {"val_size": 5000}}], "cls")
-    assert validation["spread_from"] == "validation set" and validation["halfwidth"] == pytest.approx(0.0111, abs=1e-4)
-    assert math.isnan(arm_summary("val_loss", [{"values": {"val_loss": 0.5}, "final": {}}], "cls")["halfwidth"])
+def _sweep(values, borrowed=0.01, diverged=()):
+    experiment = parse_experiments(copy.deepcopy(SWEEP), REPO / "x.yaml")[0]
+    records = [_record(f"lr{lr}", f"lr{lr}", v, 0, f"lr{lr}" in diverged, lr) for lr, v in values.items()]
+    arms = {str(r["config"]["lr"]): [r] for r in records}
+    comparisons = []
+    for r in records:
+        if r["config"]["lr"] != 0.15:
+            c = compare_arms("val_accuracy", str(r["config"]["lr"]), "0.15", arms, {},
+                             {"sd": borrowed, "n": 3, "source": "seeds"}, "higher")
+            c["verdict"] = {"supported": "better", "contradicted": "worse"}.get(c["verdict"], c["verdict"])
+            comparisons.append({"value": r["config"]["lr"], "mean": r["values"]["val_accuracy"], **c})
+    return sweep_answer(experiment, records, comparisons)
+
+
+def test_a_sweep_chooses_only_beyond_the_noise_and_says_whether_it_bracketed_its_best():
+    bracketed = _sweep({0.05: 0.60, 0.15: 0.70, 0.5: 0.80, 2.0: 0.65})
+    assert bracketed["best"] == 0.5 and bracketed["bracket"] == "bracketed"
+    assert bracketed["changed"] and bracketed["chosen_value"] == 0.5
+    tie = _sweep({0.05: 0.60, 0.15: 0.70, 0.5: 0.705, 2.0: 0.65})  # best, but inside the noise: the default stays
+    assert tie["best"] == 0.5 and not tie["changed"] and tie["chosen_value"] == 0.15
+    edge = _sweep({0.05: 0.60, 0.15: 0.70, 0.5: 0.75, 2.0: 0.90})
+    assert edge["best"] == 2.0 and edge["bracket"] == "high edge"
+    unstable = _sweep({0.05: 0.60, 0.15: 0.70, 0.5: 0.75, 2.0: 0.90}, diverged=("lr2.0",))
+    assert unstable["best"] == 0.5 and unstable["diverged"] == ["lr2.0"]
+
+
+def test_a_sweep_must_include_its_default(tmp_path):
+    data = copy.deepcopy(SWEEP)
+    del data["sweep"]["runs"]["lr0.15"]
+    with pytest.raises(PipelineError, match="a sweep must include the default lr = 0.15"):
+        parse_experiments(data, tmp_path / "x.yaml")
 
 
 def test_deletion_curves_fall_fastest_where_the_model_looks():
@@ -157,3 +242,46 @@ def test_gradient_norms_cover_every_layer_of_the_four_networks():
     assert layers == {"ResNet-18 (residual)": 9, "ResNet-18 plain": 9, "ResNet-34 (residual)": 17,
                       "ResNet-34 plain": 17}
     assert all(v["init"] > 0 and v["trained"] > 0 for vs in result["networks"].values() for v in vs)
+
+
+def _write_run(root, name, seed, accuracy, precision="fp32", shortcuts=True):
+    from pipeline.config import make_config
+    from pipeline.io import write_json
+
+    folder = root / "runs" / "cls" / name
+    config = make_config("cls", "smoke", {"seed": seed, "shortcuts": shortcuts})
+    write_json(folder / "config.json", {"model": "cls", **dataclasses.asdict(config)})
+    write_json(folder / "provenance.json", {"git_commit": "abc", "precision": precision, "processes": 1,
+                                            "device": "cpu", "cpu": "AMD EPYC", "cpu_family": 25, "cpu_model": 1,
+                                            "threads": 2})
+    (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 2.0, "val_accuracy": accuracy,
+                                                      "loss_trace": [[25, 2.1], [50, 1.9]]}) + "\n")
+    write_json(folder / "final.json", {"test_accuracy": accuracy, "test_images": 4, "train_wall_s": 1.0})
+
+
+def test_a_page_shows_runs_whose_provenance_differs_and_the_verdict_of_the_rule(tmp_path):
+    from pipeline.compare.experiments import compare_experiment
+    from pipeline.config import Paths
+    from pipeline.report.pages import EXPERIMENT_PAGE, environment
+
+    experiment = parse_experiments(copy.deepcopy(GOOD), tmp_path / "x.yaml")[0]
+    experiment = dataclasses.replace(experiment, runs=[
+        dataclasses.replace(experiment.runs[0], name="a0", folder="tiny-a0", overrides={"epochs": 1, "seed": 0}),
+        dataclasses.replace(experiment.runs[0], name="a1", folder="tiny-a1", overrides={"epochs": 1, "seed": 1}),
+        dataclasses.replace(experiment.runs[1], name="b0", folder="tiny-b0",
+                            overrides={"epochs": 1, "seed": 0, "shortcuts": False}),
+        dataclasses.replace(experiment.runs[1], name="b1", folder="tiny-b1",
+                            overrides={"epochs": 1, "seed": 1, "shortcuts": False})])
+    _write_run(tmp_path, "tiny-a0", 0, 0.80)
+    _write_run(tmp_path, "tiny-a1", 1, 0.82)
+    _write_run(tmp_path, "tiny-b0", 0, 0.60, shortcuts=False)
+    _write_run(tmp_path, "tiny-b1", 1, 0.61, precision="bf16", shortcuts=False)
+    result = compare_experiment(Paths(tmp_path), experiment)
+    assert result["differing_provenance"] == ["precision"] and result["varied_fields"] == ["shortcuts"]
+    assert result["comparisons"][0]["verdict"] == "lower"  # b against a, paired over seeds 0 and 1
+    assert result["runs"][0]["loss_trace"] == [[25, 2.1], [50, 1.9]]
+    page = environment().get_template(EXPERIMENT_PAGE).render(e={**result, "figures": {}}, assets="../../assets")
+    assert "their provenance differs in `precision`" in page
+    assert "| bf16 |" in page and "| fp32 |" in page
+    assert "differ in `shortcuts` and in nothing else" in page
+    assert "| b against a | val_accuracy |" in page and "**lower**" in page

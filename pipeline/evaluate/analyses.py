@@ -3,11 +3,17 @@ plain networks) and the deletion test of Grad-CAM maps (do the salient pixels ma
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.config import Paths
+from pipeline.io import write_json
 from pipeline.models.resnet import ResNet, make_resnet
+
+DELETION = "deletion.json"  # in the main run's eval/, written by the evaluation stage
 
 NETWORKS = {"ResNet-18 (residual)": (18, True), "ResNet-18 plain": (18, False),
             "ResNet-34 (residual)": (34, True), "ResNet-34 plain": (34, False)}
@@ -36,14 +42,17 @@ def layer_gradient_norms(model: ResNet, x: torch.Tensor, y: torch.Tensor) -> lis
     return [float(o.grad.norm()) for o in outputs]
 
 
-def gradient_norms(x: torch.Tensor, y: torch.Tensor, batches, steps: int, lr: float = 0.05, seed: int = 0) -> dict:
+def gradient_norms(x: torch.Tensor, y: torch.Tensor, batches, steps: int, lr: float = 0.05, seed: int = 0,
+                   width: int = 64, projection: bool = True, identity_start: bool = True) -> dict:
     """For each network: per-layer gradient norms on the batch (x, y) at initialisation and after `steps` SGD
-    steps on `batches` (an iterator of (images, labels)), all four from the same seed and the same batches."""
+    steps on `batches` (an iterator of (images, labels)), all four from the same seed and the same batches,
+    built as the experiment builds them (width, shortcuts, identity start)."""
     networks = {}
     cached = [next(batches) for _ in range(steps)]
     for name, (depth, shortcuts) in NETWORKS.items():
         torch.manual_seed(seed)
-        model = make_resnet(depth, shortcuts).train()
+        model = make_resnet(depth, shortcuts, width=width, projection=projection,
+                            identity_start=identity_start).train()
         init = layer_gradient_norms(model, x, y)
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
         for images, labels in cached:
@@ -52,7 +61,8 @@ def gradient_norms(x: torch.Tensor, y: torch.Tensor, batches, steps: int, lr: fl
             optimizer.step()
         trained = layer_gradient_norms(model, x, y)
         networks[name] = [{"init": a, "trained": b} for a, b in zip(init, trained)]
-    return {"networks": networks, "steps": steps, "batch": len(x), "lr": lr}
+    return {"networks": networks, "steps": steps, "batch": len(x), "lr": lr, "width": width,
+            "projection_shortcuts": projection, "identity_start": identity_start}
 
 
 SHARES = np.linspace(0, 0.9, 10)  # share of the image removed at each step of the deletion test
@@ -103,3 +113,28 @@ def deletion_curves(predict, images: torch.Tensor, maps: np.ndarray, classes: to
                for name, gap in (("random_minus_salient", gap_random), ("least_minus_salient", gap_least))}
     return {"shares": SHARES.tolist(), "confidence": confidence, "images": n,
             "auc": {order: float(a.mean()) for order, a in auc.items()}, "area_between": summary}
+
+
+def analysis_path(paths: Paths, name: str) -> Path:
+    """runs/cls/analyses/NAME.json: an analysis beside the runs of an experiment."""
+    return paths.runs / "cls" / "analyses" / f"{name}.json"
+
+
+def run_gradient_norms(paths: Paths, config, steps: int = 30, batch: int = 64) -> dict:
+    """Gradient norms of ResNet-18/34, residual and plain, built as `config` (a ClsConfig) builds them, on real
+    CIFAR-10 training images."""
+    from pipeline.data.cifar10 import load_cifar10, normalize
+
+    data = load_cifar10(paths.data, strict_counts=False)
+    generator = torch.Generator().manual_seed(0)
+
+    def batches():
+        while True:
+            idx = torch.randint(0, len(data.train_labels), (batch,), generator=generator)
+            yield normalize(data.train_images[idx]), data.train_labels[idx]
+
+    x, y = next(batches())
+    result = gradient_norms(x, y, batches(), steps, width=config.width, projection=config.projection_shortcuts,
+                            identity_start=config.identity_start)
+    write_json(analysis_path(paths, "gradient_norms"), result)
+    return result

@@ -11,13 +11,12 @@ from pipeline.config import CHECKPOINT, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, 
     config_from_dict
 from pipeline.data.cifar10 import load_cifar10
 from pipeline.evaluate import run_summary
-from pipeline.evaluate.analyses import deletion_curves
+from pipeline.evaluate.analyses import DELETION, deletion_curves
 from pipeline.evaluate.gradcam import GradCAM
 from pipeline.evaluate.metrics import confusion_matrix, most_confused, per_class
 from pipeline.io import load_arrays, read_json, record_timing, save_arrays, write_json
 from pipeline.models.resnet import BasicBlock, ResNet
 from pipeline.train.cls import build_model, prepare
-from pipeline.experiments import DELETION
 from pipeline.train.runner import autocast, load_checkpoint, pick_device
 
 GRID = 16  # images per grid of correct / wrong predictions

@@ -10,7 +10,7 @@ import numpy as np
 from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineError
 from pipeline.evaluate.metrics import normalize_rows
 from pipeline.evaluate.bleu import decode_cases
-from pipeline.experiments import experiment_results
+from pipeline.compare.experiments import experiment_results
 from pipeline.figures import cls as cls_figures
 from pipeline.figures import experiments as experiment_figures
 from pipeline.figures import explorer
@@ -162,6 +162,14 @@ def build_mt(paths: Paths) -> list[dict]:
     return figures
 
 
+def _network_settings(norms: dict) -> str:
+    """How the analysis built its networks, in words (older analyses used the standard ResNet's settings)."""
+    return (f"networks {norms.get('width', 64)} channels wide in the first stage, with "
+            f"{'1 × 1 projection' if norms.get('projection_shortcuts', True) else 'parameter-free zero-padded'} "
+            f"shortcuts where the shape changes and the identity start "
+            f"{'on (residual blocks only)' if norms.get('identity_start', True) else 'off'}")
+
+
 def build_experiments(paths: Paths) -> list[dict]:
     """Every experiment figure, from site_assets/experiments/*.json."""
     out, figures = paths.site_assets / "experiments", []
@@ -185,15 +193,18 @@ def build_experiments(paths: Paths) -> list[dict]:
             metrics = [m for m in ("val_accuracy", "val_bleu", "val_loss", "train_loss")
                        if any(r["curves"].get(m) for r in result["runs"])][:3]
             figures.append(entry(experiment_figures.overlaid_curves(result, metrics, out / f"{name}.png"),
-                                 "Curves of every arm", "Per epoch, each arm's mean over its runs; a band of ± one "
-                                 "standard deviation where an arm has several seeds.",
+                                 "Curves of every arm", ("The training loss every 25 optimiser steps, then " if any(
+                                     r.get("loss_trace") for r in result["runs"]) else "") + "per epoch, each arm's "
+                                 "mean over its runs; a band of ± one standard deviation where an arm has several "
+                                 "seeds.",
                                  f"Line charts of {', '.join(metrics)} per epoch, one line per arm.", "curves"))
         if "gradient_norms" in result:
             figures.append(entry(experiment_figures.gradient_norms(result["gradient_norms"],
                                                                    out / f"{name}_gradient_norms.png"),
                                  "Gradient norm per block", "The L2 norm of the loss gradient at the output of the "
                                  "stem and of every block, input to output, on one batch of real training images, "
-                                 f"at initialisation and after {result['gradient_norms']['steps']} SGD steps.",
+                                 f"at initialisation and after {result['gradient_norms']['steps']} SGD steps; "
+                                 + _network_settings(result["gradient_norms"]) + ".",
                                  "Two panels of per-layer gradient norms on a log scale, four networks each.",
                                  "gradient_norms"))
     return figures
@@ -236,8 +247,8 @@ def _over_seeds(paths: Paths, experiment: str, metric: str) -> dict | None:
     if len(values) < 2:
         return None
     summary = next(iter(result["summaries"][metric].values()))
-    return {"mean": summary["mean"], "sd": summary["sd"], "n": summary["n"], "per_seed": values,
-            "experiment": experiment}
+    return {"mean": summary["mean"], "sd": summary["sd"], "n": summary["n"], "halfwidth": summary.get("halfwidth"),
+            "per_seed": values, "experiment": experiment}
 
 
 def headline_numbers(paths: Paths) -> list[dict]:

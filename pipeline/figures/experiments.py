@@ -14,33 +14,44 @@ LABELS = {"val_accuracy": "validation accuracy (%)", "train_accuracy": "training
 PERCENT = {"val_accuracy", "train_accuracy"}
 
 
+def _band(ax, x, stack: np.ndarray, color: str, label: str, thick: bool = False, marker: str = "o-") -> None:
+    """An arm's mean over its runs, with a band of ± one standard deviation where it has several."""
+    mean = stack.mean(0)
+    ax.plot(x, mean, marker, color=color, linewidth=3 if thick else 1.5, markersize=3 if marker == ".-" else 5,
+            label=label + (f" (n={len(stack)})" if len(stack) > 1 else "") + (" — chosen" if thick else ""))
+    if len(stack) > 1:
+        sd = stack.std(0, ddof=1)
+        ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2)
+
+
 def overlaid_curves(result: dict, metrics: list[str], path: Path) -> Path:
-    """One panel per epoch metric: each arm's mean over its seeds, with a band of ± one standard deviation
-    where it has several; a chosen sweep value is drawn thicker."""
+    """A panel of the training loss every few dozen steps (where the runs logged it), then one panel per epoch
+    metric: each arm's mean over its seeds, with a band of ± one standard deviation where it has several; a
+    value a sweep chose is drawn thicker."""
     arms: dict[str, list[dict]] = {}
     for run in result["runs"]:
         arms.setdefault(run["arm"], []).append(run)
-    chosen = result["answer"].get("chosen")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    answer = result["answer"]
+    chosen = answer.get("chosen_value") if answer.get("changed") else None
+    traced = any(r.get("loss_trace") for r in result["runs"])
+    panels = (["loss_trace"] if traced else []) + metrics
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], panels):
         scale = 100 if metric in PERCENT else 1
         for i, (arm, runs) in enumerate(arms.items()):
-            curves = [np.array(r["curves"][metric], dtype=float) * scale for r in runs if r["curves"].get(metric)]
-            if not curves or any(c.size != curves[0].size for c in curves):
+            thick = chosen is not None and runs[0]["config"].get(result.get("sweep")) == chosen
+            if metric == "loss_trace":
+                traces = [np.array(r["loss_trace"], dtype=float) for r in runs if r.get("loss_trace")]
+                if traces and all(t.shape == traces[0].shape for t in traces):
+                    _band(ax, traces[0][:, 0], np.stack([t[:, 1] for t in traces]), f"C{i % 10}", arm, thick, ".-")
                 continue
-            stack = np.stack(curves)
-            epochs = np.arange(1, stack.shape[1] + 1)
-            mean = stack.mean(0)
-            label = f"{arm} (n={len(curves)})" if len(curves) > 1 else arm
-            thick = chosen is not None and any(r["name"] == chosen for r in runs)
-            ax.plot(epochs, mean, "o-", color=f"C{i % 10}", linewidth=3 if thick else 1.5,
-                    label=label + (" — chosen" if thick else ""))
-            if len(curves) > 1:
-                sd = stack.std(0, ddof=1)
-                ax.fill_between(epochs, mean - sd, mean + sd, color=f"C{i % 10}", alpha=0.2)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(LABELS.get(metric, metric))
-        ax.set_title(LABELS.get(metric, metric).capitalize())
+            curves = [np.array(r["curves"][metric], dtype=float) * scale for r in runs if r["curves"].get(metric)]
+            if curves and all(c.size == curves[0].size for c in curves):
+                _band(ax, np.arange(1, curves[0].size + 1), np.stack(curves), f"C{i % 10}", arm, thick)
+        ax.set_xlabel("optimiser step" if metric == "loss_trace" else "epoch")
+        label = "training loss (mean of each 25 steps)" if metric == "loss_trace" else LABELS.get(metric, metric)
+        ax.set_ylabel(label)
+        ax.set_title(label.capitalize())
         ax.legend(fontsize=8)
     fig.suptitle(result["question"], fontsize=11)
     return save(fig, path)
@@ -60,7 +71,8 @@ def gradient_norms(norms: dict, path: Path) -> Path:
         ax.set_title("at initialisation" if moment == "init" else f"after {norms['steps']} training steps")
         ax.legend(fontsize=8)
     axes[0].set_ylabel("L2 norm of the loss gradient at the output")
-    fig.suptitle("Gradient norm at every block: residual against plain, 18 and 34 layers")
+    fig.suptitle("Gradient norm at every block: residual against plain, 18 and 34 layers"
+                 + (f" (width {norms['width']})" if "width" in norms else ""))
     return save(fig, path)
 
 

@@ -12,7 +12,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 from markupsafe import Markup, escape
 
 from pipeline.config import REPO, Paths, PipelineError
-from pipeline.experiments import experiment_results
+from pipeline.compare.experiments import experiment_results
+from pipeline.compare.stats import RULE
 from pipeline.io import TIMINGS, read_json, write_text
 from pipeline.report.claims import JINJA_GLOBALS
 
@@ -57,6 +58,46 @@ def cell(text: str) -> Markup:
     return Markup(text)
 
 
+def _points(value: float, name: str) -> float:
+    return 100 * value if name.endswith("accuracy") else value
+
+
+def delta(value: float, name: str) -> str:
+    """A difference of two scores: signed, in percentage points for accuracies."""
+    return f"{_points(value, name):+.2f}" + (" points" if name.endswith("accuracy") else "")
+
+
+def sd(value, name: str) -> str:
+    """A standard deviation, or "—" for one run, which has none."""
+    return "—" if value is None else f"sd {metric(value, name)}"
+
+
+def training_interval(training: dict | None, name: str) -> str:
+    """The 95 % interval of a difference over training noise, with the method that gave it."""
+    if training is None:
+        return "not enough runs"
+    return (f"{_points(training['low'], name):+.2f} to {_points(training['high'], name):+.2f} "
+            f"({training['method']})")
+
+
+def sample_tests(tests: list[dict] | None, name: str) -> str:
+    """The paired tests on the test items, in words; why there are none where there are none."""
+    if tests is None:
+        return "not possible: the runs kept no per-item test predictions"
+    if not tests:
+        return "— (not scored per test item)"
+    words = []
+    for t in tests:
+        if "p_value" in t and "only_a" in t:
+            words.append(f"McNemar's exact test, seed {t['seed']}: p = {t['p_value']:.2g} "
+                         f"({t['only_a']} against {t['only_b']} images right in one arm only)")
+        elif "p_value" in t:
+            words.append(f"{t['method']}, seed {t['seed']}: p = {t['p_value']:.2g} on {t['items']} sentences")
+        else:
+            words.append(f"{t['method']}: {_points(t['low'], name):+.2f} to {_points(t['high'], name):+.2f}")
+    return "; ".join(words)
+
+
 def code(value) -> Markup:
     """A value as an inline code span, shown as written: Markdown escapes a code span's content itself (so
     HTML-escaping it too would show entities) and the fence outruns any backticks inside."""
@@ -77,7 +118,8 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
                       trim_blocks=True, lstrip_blocks=True, autoescape=True)
     env.filters.update(percent=percent, number=number, minutes=minutes, cell=cell, metric=metric, code=code,
-                       verbatim=verbatim)
+                       verbatim=verbatim, delta=delta, sd=sd, training_interval=training_interval,
+                       sample_tests=sample_tests)
     env.globals.update(JINJA_GLOBALS, percent=percent, number=number)
     return env
 
@@ -111,7 +153,7 @@ def context(paths: Paths) -> dict:
                    for r in experiment_results(paths)}
     planned = read_json(paths.site_assets / "experiments" / "index.json", "experiment index")["planned"] \
         if (paths.site_assets / "experiments" / "index.json").exists() else []
-    return {"manifest": manifest, "numbers": {n["id"]: n for n in manifest["numbers"]},
+    return {"manifest": manifest, "numbers": {n["id"]: n for n in manifest["numbers"]}, "rule": RULE,
             "cls": models["cls"], "mt": models["mt"], "experiments": experiments, "planned_experiments": planned,
             "assets": f"../{ASSETS_LINK}"}
 

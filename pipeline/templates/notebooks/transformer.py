@@ -42,7 +42,7 @@ ax.set_xlabel("sentence BLEU (beam)")
 ax.set_ylabel("test sentences")
 ax.set_title("Distribution of sentence BLEU")
 plt.show()
-print(f"median sentence BLEU {np.median(scores):.1f}; {np.mean(scores == 100):.1%} score 100")
+print(f"median sentence BLEU {np.median(scores):.1f}; {np.mean(np.isclose(scores, 100)):.1%} score 100")
 
 # %% [markdown]
 # ## Where beam search changes the output

@@ -1,0 +1,296 @@
+"""The comparison stage: the finished runs' files in, numbers and verdicts out (site_assets/experiments/).
+
+It reads only what training and evaluation wrote (config, provenance, metrics, final scores, the kept test
+predictions, the analyses) and imports no model. Every verdict comes from pipeline.compare.stats.verdict."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.compare import stats
+from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, TEST_PREDICTIONS, Paths, saved_config
+from pipeline.evaluate.analyses import DELETION, analysis_path
+from pipeline.experiments.definitions import CHANCE, EPOCH_METRICS, FINAL_METRICS, HIGHER_IS_BETTER, Experiment, \
+    RunSpec
+from pipeline.io import load_arrays, read_json, read_jsonl, write_json
+
+# What a run's provenance says about where and how it ran: arms that differ in any of these differ in more than
+# their config, and the page says so.
+PROVENANCE_FIELDS = ("precision", "processes", "device", "cpu", "cpu_family", "cpu_model", "threads")
+ITEM_METRICS = {"test_accuracy", "test_bleu"}  # scored per test item: a paired test on the items applies
+
+
+def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | None:
+    """What the comparison needs of one finished run (None while it has not finished)."""
+    folder = paths.run(experiment.model, run.folder)
+    if not (folder / FINAL).exists():
+        return None
+    final = read_json(folder / FINAL, "test result of the run")
+    epochs = read_jsonl(folder / METRICS)
+    config = saved_config(experiment.model, read_json(folder / CONFIG, "run config"))
+    provenance = read_json(folder / PROVENANCE, "provenance file")
+    last = epochs[-1] if epochs else {}
+    values = {m: final[m] for m in FINAL_METRICS[experiment.model] if m in final}
+    values.update({m: last[m] for m in EPOCH_METRICS[experiment.model] if m in last})
+    losses = [r.get("train_loss", math.nan) for r in epochs]
+    diverged = any(not math.isfinite(x) for x in losses) or (len(losses) > 1 and losses[-1] > losses[0])
+    return {"name": run.name, "folder": run.folder, "arm": run.arm, "seed": config["seed"],
+            "parameters": final.get("parameters"), "config": config, "values": values,
+            "curves": {m: [r.get(m) for r in epochs] for m in EPOCH_METRICS[experiment.model]},
+            "loss_trace": [point for r in epochs for point in r.get("loss_trace", [])],
+            "train_wall_s": final["train_wall_s"], "commit": provenance["git_commit"],
+            "provenance": {k: provenance.get(k, 1 if k == "processes" else None) for k in PROVENANCE_FIELDS},
+            "diverged": diverged,
+            "at_chance": any(m in last and last[m] <= floor for m, floor in CHANCE.items()),
+            "command": experiment.command(run)}
+
+
+def differing_fields(records: list[dict], key: str = "config") -> list[str]:
+    """The fields (of the config, or of the provenance) whose values are not the same in every run."""
+    keys = sorted({k for r in records for k in r[key]})
+    return [k for k in keys if len({repr(r[key].get(k)) for r in records}) > 1]
+
+
+def _item_scores(paths: Paths, experiment: Experiment, record: dict) -> dict | None:
+    """A run's kept test predictions: per-image correctness (ResNet) or hypotheses and references
+    (Transformer); None for runs that kept none."""
+    folder = paths.run(experiment.model, record["folder"])
+    if experiment.model == "cls":
+        path = folder / f"{TEST_PREDICTIONS}.npz"
+        if not path.exists():
+            return None
+        arrays = load_arrays(path)
+        return {"correct": arrays["predictions"] == arrays["labels"]}
+    path = folder / f"{TEST_PREDICTIONS}.json"
+    return read_json(path, "kept test translations") if path.exists() else None
+
+
+def sample_tests(metric: str, a: list[dict], b: list[dict], items: dict) -> list[dict] | None:
+    """Paired tests of arm a against arm b on the test items both were scored on, or None where the runs kept no
+    predictions to test: for the ResNet one paired bootstrap of the seed-averaged per-image difference (the
+    test set is the same for every seed) with McNemar's test per shared seed beside it; for the Transformer,
+    whose seed also draws the test sentences, sacrebleu's paired bootstrap per shared seed."""
+    if metric not in ITEM_METRICS:
+        return []
+    by_seed_a, by_seed_b = {r["seed"]: r for r in a}, {r["seed"]: r for r in b}
+    shared = sorted(set(by_seed_a) & set(by_seed_b)) or ([] if len(a) != 1 or len(b) != 1 else [None])
+    pairs = [(by_seed_a[s], by_seed_b[s]) if s is not None else (a[0], b[0]) for s in shared]
+    if not pairs or any(items.get(x["folder"]) is None or items.get(y["folder"]) is None for x, y in pairs):
+        return None
+    if metric == "test_accuracy":
+        mean_a = np.mean([items[x["folder"]]["correct"] for x, _ in pairs], axis=0)
+        mean_b = np.mean([items[y["folder"]]["correct"] for _, y in pairs], axis=0)
+        tests = [stats.paired_items_difference(mean_a, mean_b)]
+        tests += [{**stats.mcnemar(items[x["folder"]]["correct"], items[y["folder"]]["correct"]), "seed": x["seed"],
+                   "informative": True} for x, y in pairs]
+        return tests
+    tests = []
+    for x, y in pairs:
+        ta, tb = items[x["folder"]], items[y["folder"]]
+        if [d["source"] for d in ta] != [d["source"] for d in tb]:
+            return None  # not the same sentences: no paired test
+        tests.append({**stats.paired_bleu([d["beam"] for d in ta], [d["beam"] for d in tb],
+                                          [d["references"] for d in ta]), "seed": x["seed"]})
+    return tests
+
+
+def compare_arms(metric: str, arm: str, against: str, arms: dict, items: dict, borrowed: dict | None,
+                 expect: str | None) -> dict:
+    """One comparison on one metric: both noises, and the verdict by the one rule."""
+    a = {r["seed"]: r["values"][metric] for r in arms[arm] if metric in r["values"]}
+    b = {r["seed"]: r["values"][metric] for r in arms[against] if metric in r["values"]}
+    if not a or not b:
+        return {"metric": metric, "verdict": "not enough runs", "training": None, "sample_tests": None}
+    training = stats.training_difference(a, b, borrowed)
+    tests = sample_tests(metric, arms[arm], arms[against], items)
+    # McNemar's per-seed tests are shown beside the bootstrap; the rule reads the bootstrap of the mean.
+    deciding = [t for t in (tests or []) if not t.get("informative")]
+    word = stats.verdict(training, deciding, expect, HIGHER_IS_BETTER.get(metric, True))
+    return {"metric": metric, "difference": float(np.mean(list(a.values())) - np.mean(list(b.values()))),
+            "training": training, "sample_tests": tests, "verdict": word,
+            "borrowed": training is not None and training["method"].startswith("t with the seed spread")}
+
+
+def _comparisons(experiment: Experiment, records: list[dict]) -> list[tuple[str, str, str | None]]:
+    """The declared comparisons, or every arm against the control."""
+    if experiment.comparisons:
+        return list(experiment.comparisons)
+    arms = list(dict.fromkeys(r["arm"] for r in records))
+    return [(arm, experiment.control, None) for arm in arms if arm != experiment.control]
+
+
+def sweep_answer(experiment: Experiment, records: list[dict], comparisons: list[dict]) -> dict:
+    """A value is chosen only when it beats the default by the rule; the best value is bracketed when both
+    neighbours score worse, else the sweep reached its edge."""
+    field, metric = experiment.sweep, experiment.choose_on
+    sign = 1 if HIGHER_IS_BETTER[metric] else -1
+    default = experiment.default_value()
+    values = sorted({r["config"][field] for r in records})
+    score = {v: np.mean([r["values"][metric] for r in records if r["config"][field] == v and metric in r["values"]])
+             for v in values}
+    usable = [v for v in values if not all(r["diverged"] or r["at_chance"] for r in records
+                                           if r["config"][field] == v)]
+    best = max(usable, key=lambda v: sign * score[v]) if usable else None
+    if best is None:
+        bracket = "none"
+    else:
+        i = values.index(best)
+        neighbours = [values[j] for j in (i - 1, i + 1) if 0 <= j < len(values)]
+        bracket = "bracketed" if len(neighbours) == 2 else ("low edge" if i == 0 else "high edge")
+    beating = [c for c in comparisons if c["verdict"] == "better"]
+    chosen = max(beating, key=lambda c: sign * c["mean"])["value"] if beating else None
+    return {"kind": "sweep", "metric": metric, "field": field, "default": default, "best": best,
+            "best_score": None if best is None else float(score[best]), "bracket": bracket,
+            "chosen_value": chosen if chosen is not None else default, "changed": chosen is not None,
+            "diverged": [r["name"] for r in records if r["diverged"]],
+            "at_chance": [r["name"] for r in records if r["at_chance"]]}
+
+
+def deletion_answer(deletion: dict) -> dict:
+    """Does deleting the regions Grad-CAM marks first lower the model's confidence faster than deleting random
+    regions, or the least marked first? The area between the curves per image: mean, 95 % t interval, verdict."""
+    out = {"kind": "deletion", "images": deletion["images"]}
+    for key in ("random_minus_salient", "least_minus_salient"):
+        gap = deletion["area_between"][key]
+        n = deletion["images"]
+        low, high = stats.mean_interval(gap["mean"], gap["sd"], n)
+        interval = {"difference": gap["mean"], "low": low, "high": high, "method": f"t over {n} images"}
+        out[key] = {**gap, "low": low, "high": high, "verdict": stats.verdict(interval, [], "higher")}
+    return out
+
+
+def gradient_norm_sentences(norms: dict) -> list[str]:
+    """Sentences computed from the gradient-norm analysis: for each network, how the gradient at the stem's
+    output compares with that at the last block's, at initialisation and after the training steps; then plain
+    against residual at each depth."""
+    lines, stem = [], {}
+    for name, layers in norms["networks"].items():
+        first, last = layers[0], layers[-1]
+        stem[name] = first["init"]
+        lines.append(f"{name}: at initialisation the gradient at the stem's output is {first['init']:.3g}, "
+                     f"{first['init'] / last['init']:.3g} times that at the last block's output ({last['init']:.3g}); "
+                     f"after {norms['steps']} SGD steps {first['trained']:.3g}, "
+                     f"{first['trained'] / last['trained']:.3g} times the last block's ({last['trained']:.3g}).")
+    for depth in (18, 34):
+        plain = next((v for k, v in stem.items() if k.startswith(f"ResNet-{depth} plain")), None)
+        residual = next((v for k, v in stem.items() if k.startswith(f"ResNet-{depth} (residual")), None)
+        if plain and residual:
+            lines.append(f"At {depth} layers the plain network's stem gets {plain / residual:.3g} times the residual "
+                         "network's gradient at initialisation.")
+    return lines
+
+
+def borrowed_spreads(paths: Paths, experiments: list[Experiment]) -> dict:
+    """Per model and metric, the seed spread of the model's seeds experiment (its default recipe), which arms
+    with a single run borrow: {"sd", "n", "source"}."""
+    spreads = {}
+    for experiment in experiments:
+        if experiment.design != "seeds":
+            continue
+        records = [r for r in (run_record(paths, experiment, run) for run in experiment.runs) if r]
+        for metric in FINAL_METRICS[experiment.model] + EPOCH_METRICS[experiment.model]:
+            values = [r["values"][metric] for r in records if metric in r["values"]]
+            if len(values) >= 2:
+                spreads.setdefault(experiment.model, {})[metric] = {
+                    "sd": float(np.std(values, ddof=1)), "n": len(values), "source": experiment.name}
+    return spreads
+
+
+def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | None = None) -> dict | None:
+    """Numbers and verdicts for one experiment from its finished runs, or None if none has finished."""
+    records = [r for r in (run_record(paths, experiment, run) for run in experiment.runs) if r]
+    if not records:
+        return None
+    extra = {}
+    if experiment.design == "deletion":
+        path = paths.run("cls") / "eval" / DELETION
+        if not path.exists():
+            return None
+        extra["deletion"] = read_json(path, "deletion test of the main run")
+    if experiment.analysis and analysis_path(paths, experiment.analysis).exists():
+        extra[experiment.analysis] = read_json(analysis_path(paths, experiment.analysis), experiment.analysis)
+        if experiment.analysis == "gradient_norms":
+            extra["gradient_norm_sentences"] = gradient_norm_sentences(extra["gradient_norms"])
+    arms: dict[str, list[dict]] = {}
+    for r in records:
+        arms.setdefault(r["arm"], []).append(r)
+    summaries = {m: {arm: stats.seed_summary([r["values"][m] for r in rs if m in r["values"]])
+                     for arm, rs in arms.items() if any(m in r["values"] for r in rs)} for m in experiment.metrics}
+    items = {r["folder"]: _item_scores(paths, experiment, r) for r in records}
+    spreads = (spreads or {}).get(experiment.model, {})
+    comparisons = []
+    if experiment.design == "ablation":
+        for arm, against, expect in _comparisons(experiment, records):
+            if arm in arms and against in arms:
+                per_metric = [compare_arms(m, arm, against, arms, items, spreads.get(m), expect if i == 0 else None)
+                              for i, m in enumerate(experiment.metrics)]
+                comparisons.append({"arm": arm, "against": against, "expect": expect, "metrics": per_metric,
+                                    "verdict": per_metric[0]["verdict"]})
+    elif experiment.design == "sweep":
+        default = experiment.default_value()
+        by_value: dict = {}
+        for r in records:
+            by_value.setdefault(r["config"][experiment.sweep], []).append(r)
+        value_arms = {str(v): rs for v, rs in by_value.items()}
+        if default in by_value:
+            for value, rs in sorted(by_value.items()):
+                if value == default:
+                    continue
+                c = compare_arms(experiment.choose_on, str(value), str(default), value_arms, items,
+                                 spreads.get(experiment.choose_on), "higher")
+                c["verdict"] = {"supported": "better", "contradicted": "worse"}.get(c["verdict"], c["verdict"])
+                comparisons.append({"arm": rs[0]["arm"], "against": by_value[default][0]["arm"], "value": value,
+                                    "expect": None,
+                                    "mean": float(np.mean([r["values"][experiment.choose_on] for r in rs])),
+                                    "metrics": [c], "verdict": c["verdict"]})
+    if experiment.design == "deletion":
+        answer = deletion_answer(extra["deletion"])
+    elif experiment.design == "sweep":
+        answer = sweep_answer(experiment, records, comparisons)
+    elif experiment.design == "seeds":
+        answer = {"kind": "seeds", "metric": experiment.metrics[0],
+                  **summaries[experiment.metrics[0]][records[0]["arm"]]}
+    else:
+        answer = {"kind": "ablation", "metric": experiment.metrics[0]}
+    arm_fields = {k for r in records for k in r["config"]} - {"seed"}
+    varied = {k for k in differing_fields(records) if k in arm_fields}
+    return {
+        "name": experiment.name, "model": experiment.model, "question": experiment.question,
+        "claim": experiment.claim, "caveats": list(experiment.caveats), "rule": stats.RULE,
+        "design": experiment.design, "budget": experiment.budget, "metrics": experiment.metrics,
+        "control": experiment.control, "sweep": experiment.sweep, "choose_on": experiment.choose_on,
+        "complete": len(records) == len(experiment.runs), "planned_runs": len(experiment.runs),
+        "differing_fields": differing_fields(records), "varied_fields": sorted(varied),
+        "differing_provenance": differing_fields(records, "provenance"),
+        "runs": records, "summaries": summaries, "comparisons": comparisons, "answer": answer,
+        "borrowed_spreads": spreads, "train_wall_s": sum(r["train_wall_s"] for r in records), **extra,
+    }
+
+
+def compare_all(paths: Paths, experiments: list[Experiment]) -> list[dict]:
+    """The comparison stage: site_assets/experiments/<name>.json for every experiment with a finished run,
+    and index.json naming them in the order of experiments.yaml."""
+    results, folder = [], paths.site_assets / "experiments"
+    spreads = borrowed_spreads(paths, experiments)
+    for experiment in experiments:
+        result = compare_experiment(paths, experiment, spreads)
+        if result is None:
+            (folder / f"{experiment.name}.json").unlink(missing_ok=True)
+            continue
+        write_json(folder / f"{experiment.name}.json", result)
+        results.append(result)
+    write_json(folder / "index.json", {"experiments": [r["name"] for r in results],
+                                        "planned": [e.name for e in experiments]})
+    return results
+
+
+def experiment_results(paths: Paths) -> list[dict]:
+    """The comparison stage's results, in the order of experiments.yaml (none before `make experiments`)."""
+    folder: Path = paths.site_assets / "experiments"
+    if not (folder / "index.json").exists():
+        return []
+    names = read_json(folder / "index.json", "experiment index")["experiments"]
+    return [read_json(folder / f"{name}.json", f"results of experiment {name}") for name in names]

@@ -1,0 +1,210 @@
+"""Experiments as data: experiments.yaml names the runs that answer each question (and the claim, comparisons
+and caveats a page prints); this module reads and checks it. Running is in running.py, comparing in
+pipeline/compare/."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import CONFIGS, MAIN_RUN, PROFILES, REPO, PipelineError, check_run_name, make_config
+
+EXPERIMENTS = Path(os.environ.get("PIPELINE_EXPERIMENTS", REPO / "experiments.yaml"))  # Make's EXPERIMENTS=
+DESIGNS = ("seeds", "ablation", "sweep", "deletion")
+ANALYSES = ("gradient_norms",)
+FINAL_METRICS = {"cls": ("test_accuracy", "test_loss"),
+                 "mt": ("test_bleu", "test_chrf", "test_ter", "test_greedy_bleu", "test_bleu_lowercase")}
+EPOCH_METRICS = {"cls": ("val_accuracy", "val_loss", "train_loss", "train_accuracy"),
+                 "mt": ("val_bleu", "val_loss", "train_loss")}
+# Declared before any sweep ran: a run "diverged" when a training loss is not finite or its last epoch's
+# training loss is above its first epoch's; it is "at chance" when its last validation score is at or below
+# this (one class in ten is 10 % accuracy; a BLEU of 1 is no translation).
+CHANCE = {"val_accuracy": 0.15, "val_bleu": 1.0}
+HIGHER_IS_BETTER = {"test_accuracy": True, "val_accuracy": True, "train_accuracy": True, "test_bleu": True,
+                    "val_bleu": True, "test_chrf": True, "test_greedy_bleu": True, "test_bleu_lowercase": True,
+                    "test_ter": False, "test_loss": False, "val_loss": False, "train_loss": False}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str  # as in experiments.yaml
+    arm: str  # runs of one arm differ only in their seed
+    overrides: dict  # config fields, base included
+    folder: str  # runs/MODEL/FOLDER: the main run, EXPERIMENT-NAME, or that of the run declared `same_as`
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    model: str
+    question: str
+    metrics: list[str]
+    design: str
+    budget: str
+    runs: list[RunSpec]
+    profile: str = "full"
+    control: str | None = None  # ablation: the arm the others are measured against
+    sweep: str | None = None  # sweep: the config field varied
+    choose_on: str | None = None  # sweep: the validation score that chooses
+    analysis: str | None = None  # a computation beside the runs: gradient_norms
+    comparisons: tuple = ()  # ablation: (arm, against, expected word or None), each given a verdict
+    claim: str = ""  # the claim the experiment tests, in words
+    caveats: tuple = ()  # what a reader must know before trusting the answer (a proxy, a shorter schedule)
+
+    base: dict = dataclasses.field(default_factory=dict)  # config overrides every run shares
+
+    def default_value(self):
+        """A sweep's default: the value of the swept field in the recipe its runs share (profile and base)."""
+        return getattr(make_config(self.model, self.profile, self.base), self.sweep)
+
+    def config(self, run: RunSpec):
+        return make_config(self.model, self.profile, run.overrides)
+
+    def command(self, run: RunSpec) -> str:
+        """The command that trains one run by hand."""
+        options = " ".join(f"--{k} {v}" for k, v in run.overrides.items())
+        profile = f" --profile {self.profile}" if self.profile != "full" else ""
+        return f"python -m pipeline train {self.model} --name {run.folder}{profile} {options}".strip()
+
+
+def _fail(path: Path, where: str, problem: str):
+    raise PipelineError(f"{path}: {where}: {problem}")
+
+
+def parse_experiments(data, path: Path) -> list[Experiment]:
+    """Experiments from the parsed YAML, each field checked; a problem names the file, experiment and field."""
+    if not isinstance(data, dict) or not data:
+        _fail(path, "top level", "expected a mapping of experiment names to their definitions")
+    experiments, same_as_of = [], {}  # (experiment, run) -> "EXPERIMENT/RUN" it is the same as
+    for name, spec in data.items():
+        where = f"experiment {name!r}"
+        if not isinstance(spec, dict):
+            _fail(path, where, "expected a mapping with model, question, metrics, design and runs")
+        known = {"model", "question", "metrics", "design", "budget", "base", "runs", "profile", "control", "sweep",
+                 "choose_on", "analysis", "comparisons", "claim", "caveats"}
+        for key in spec:
+            if key not in known:
+                _fail(path, f"{where}, field {key!r}", f"unknown field; the fields are {', '.join(sorted(known))}")
+        model = spec.get("model")
+        if model not in CONFIGS:
+            _fail(path, f"{where}, field 'model'", f"must be one of {', '.join(CONFIGS)}, not {model!r}")
+        for key in ("question", "budget"):
+            if not isinstance(spec.get(key), str) or not spec[key].strip():
+                _fail(path, f"{where}, field {key!r}", "must be a non-empty sentence")
+        design = spec.get("design")
+        if design not in DESIGNS:
+            _fail(path, f"{where}, field 'design'", f"must be one of {', '.join(DESIGNS)}, not {design!r}")
+        known_metrics = FINAL_METRICS[model] + EPOCH_METRICS[model]
+        metrics = spec.get("metrics")
+        if not isinstance(metrics, list) or not metrics or any(m not in known_metrics for m in metrics):
+            _fail(path, f"{where}, field 'metrics'", f"must be a list drawn from {', '.join(known_metrics)}")
+        profile = spec.get("profile", "full")
+        if profile not in PROFILES[model]:
+            _fail(path, f"{where}, field 'profile'", f"must be one of {', '.join(PROFILES[model])}")
+        fields = {f.name for f in dataclasses.fields(CONFIGS[model])}
+        base = spec.get("base") or {}
+        runs_spec = spec.get("runs")
+        if not isinstance(base, dict) or any(k not in fields for k in base):
+            _fail(path, f"{where}, field 'base'", f"must map config fields of {model} to values")
+        if not isinstance(runs_spec, dict) or not runs_spec:
+            _fail(path, f"{where}, field 'runs'", "must map run names to their config overrides")
+        runs = []
+        for run_name, overrides in runs_spec.items():
+            run_where = f"{where}, run {run_name!r}"
+            overrides = dict(overrides or {})
+            arm = str(overrides.pop("arm", name if design == "seeds" else run_name))  # seeds: one arm
+            same_as = overrides.pop("same_as", None)
+            if same_as is not None and (overrides or not isinstance(same_as, str) or same_as.count("/") != 1):
+                _fail(path, run_where, "same_as takes EXPERIMENT/RUN, a run of another experiment trained with "
+                                       "the same config, and no other overrides")
+            for key in overrides:
+                if key not in fields:
+                    _fail(path, run_where, f"{key!r} is not a config field of {model}")
+            if run_name == MAIN_RUN and (overrides or base or profile != "full"):
+                _fail(path, run_where, "the main run takes the default config: no overrides, no base, full profile")
+            if same_as is not None:
+                same_as_of[name, run_name] = same_as
+            folder = MAIN_RUN if run_name == MAIN_RUN else f"{name}-{run_name}"
+            try:
+                check_run_name(folder)
+            except PipelineError as e:
+                _fail(path, run_where, str(e))
+            runs.append(RunSpec(str(run_name), arm, {**base, **overrides}, folder))
+        if spec.get("analysis") not in (None, *ANALYSES):
+            _fail(path, f"{where}, field 'analysis'", f"must be one of {', '.join(ANALYSES)}")
+        if design == "deletion" and (model != "cls" or [r.name for r in runs] != [MAIN_RUN]):
+            _fail(path, f"{where}, field 'runs'", "the deletion test reads the main ResNet run: runs: {main: {}}")
+        caveats = spec.get("caveats", [])
+        if not isinstance(caveats, list) or not all(isinstance(c, str) and c.strip() for c in caveats):
+            _fail(path, f"{where}, field 'caveats'", "must be a list of sentences")
+        if not isinstance(spec.get("claim", ""), str):
+            _fail(path, f"{where}, field 'claim'", "must be a sentence")
+        arms = {r.arm for r in runs}
+        comparisons = []
+        for i, item in enumerate(spec.get("comparisons") or []):
+            if not isinstance(item, dict) or item.get("arm") not in arms or item.get("against") not in arms \
+                    or item.get("expect") not in (None, "higher", "lower") or set(item) - {"arm", "against", "expect"}:
+                _fail(path, f"{where}, field 'comparisons', item {i + 1}",
+                      "must be {arm: ARM, against: ARM, expect: higher or lower (optional)} with arms of the runs")
+            comparisons.append((item["arm"], item["against"], item.get("expect")))
+        experiment = Experiment(str(name), model, spec["question"].strip(), metrics, design, spec["budget"].strip(),
+                                runs, profile, spec.get("control"), spec.get("sweep"), spec.get("choose_on"),
+                                spec.get("analysis"), tuple(comparisons), spec.get("claim", "").strip(),
+                                tuple(c.strip() for c in caveats), dict(base))
+        for run in runs:
+            try:
+                experiment.config(run)
+            except PipelineError as e:
+                _fail(path, f"{where}, run {run.name!r}", str(e))
+        if design == "ablation" and experiment.control not in arms and not comparisons:
+            _fail(path, f"{where}, field 'control'", "must name one of the arms of the runs")
+        if design == "sweep":
+            if experiment.sweep not in fields:
+                _fail(path, f"{where}, field 'sweep'", f"must name the config field of {model} that is varied")
+            default = experiment.default_value()
+            if not any(getattr(experiment.config(r), experiment.sweep) == default for r in runs):
+                _fail(path, f"{where}, field 'runs'", f"a sweep must include the default {experiment.sweep} = "
+                                                      f"{default}: a value is chosen only when it beats the default")
+            if experiment.choose_on not in EPOCH_METRICS[model] or not experiment.choose_on.startswith("val_"):
+                _fail(path, f"{where}, field 'choose_on'", "must be a validation score (val_...): the test set "
+                                                           "chooses nothing")
+        experiments.append(experiment)
+    return [_resolve_same_as(e, experiments, same_as_of, path) for e in experiments]
+
+
+def _resolve_same_as(experiment: Experiment, experiments: list[Experiment], same_as_of: dict,
+                     path: Path) -> Experiment:
+    """A run declared `same_as: EXPERIMENT/RUN` is that run (same folder, trained once, shown in both
+    experiments): it takes that run's config, base included, which must be of the same model and profile."""
+    by_name = {e.name: e for e in experiments}
+    runs = []
+    for run in experiment.runs:
+        same_as = same_as_of.get((experiment.name, run.name))
+        if same_as is not None:
+            where = f"experiment {experiment.name!r}, run {run.name!r}, field 'same_as'"
+            other_name, other_run = same_as.split("/")
+            other = by_name.get(other_name)
+            target = next((r for r in other.runs if r.name == other_run), None) if other else None
+            if target is None or (other_name, other_run) in same_as_of:
+                _fail(path, where, f"{same_as!r} names no run declared in full in this file")
+            if (other.model, other.profile) != (experiment.model, experiment.profile):
+                _fail(path, where, f"{same_as!r} is not of the same model and profile")
+            run = dataclasses.replace(run, overrides=target.overrides, folder=target.folder)
+        runs.append(run)
+    return dataclasses.replace(experiment, runs=runs)
+
+
+def load_experiments(path: Path | None = None) -> list[Experiment]:
+    """The experiments of experiments.yaml (or of $PIPELINE_EXPERIMENTS), checked."""
+    import yaml
+
+    path = path or EXPERIMENTS
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise PipelineError(f"{path} cannot be read ({e.strerror}).") from None
+    except yaml.YAMLError as e:
+        raise PipelineError(f"{path} is not valid YAML ({str(e).splitlines()[0]}).") from None
+    return parse_experiments(data, path)
