@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from scipy import stats
 
 from pipeline.config import REPO, Paths, PipelineError
 from pipeline.evaluate.bleu import corpus_bleu
@@ -254,14 +255,24 @@ def test_a_tiny_experiment_goes_end_to_end_to_its_page(built):
     assert set(listed) == {"tiny-residual", "seeds-cls", "gradcam"}  # never-run has no runs: not shown
     runs = listed["tiny-residual"]["runs"]
     assert [r["differing_config"] for r in runs] == [{"shortcuts": True}, {"shortcuts": False}]
-    assert listed["tiny-residual"]["answer"]["effects"][0]["word"] in ("higher", "lower", "no clear difference")
+    # One run per arm and a seeds experiment of one run: no training noise measured, so no verdict.
+    result = json.loads((built.site_assets / "experiments" / "tiny-residual.json").read_text())
+    assert [(c["arm"], c["against"], c["verdict"]) for c in result["comparisons"]] == \
+        [("plain", "residual", "not enough runs")]
     page = (built.generated_docs / "experiments" / "tiny-residual.md").read_text()
     assert "| run | arm | seed | `shortcuts` | parameters |" in page  # only the field that differs
     assert "`tiny-residual-plain`" in page and "make experiments NAMES=\"tiny-residual\"" in page
-    assert "**plain** against **residual**" in page
+    assert "| plain against residual | val_accuracy |" in page and "**not enough runs**" in page
     index = (built.generated_docs / "experiments" / "index.md").read_text()
     assert "[tiny-residual](tiny-residual.md)" in index and "never-run" in index
     assert (built.site / "generated" / "experiments" / "tiny-residual.html").exists()
-    gradcam = (built.generated_docs / "experiments" / "gradcam.md").read_text()
-    assert "than removing regions at random" in gradcam or "no differently from removing regions" in gradcam
+    # The Grad-CAM page's words follow the deletion test's numbers by the rule (t over the images).
+    deletion = json.loads((built.run("cls") / "eval" / "deletion.json").read_text())
+    gap = deletion["area_between"]["random_minus_salient"]
+    low, high = stats.t.interval(0.95, deletion["images"] - 1, loc=gap["mean"],
+                                 scale=gap["sd"] / np.sqrt(deletion["images"]))
+    expected = "faster than deleting random regions" if low > 0 else (
+        "more slowly than deleting random regions" if high < 0 else "no faster or slower than deleting random")
+    gradcam = " ".join((built.generated_docs / "experiments" / "gradcam.md").read_text().split())
+    assert expected in gradcam and f"95 % interval {number(low, 3)} to {number(high, 3)}" in gradcam
     assert not (built.runs / "cls" / "never-run-other").exists()

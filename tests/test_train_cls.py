@@ -4,6 +4,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -80,7 +81,17 @@ def test_smoke_profile_end_to_end_writes_the_run(cifar_root, monkeypatch):
     assert {"model", "epoch", "config", "seed", "task", "rng"} <= checkpoint.keys()
     assert {"model", "optimizer", "step"} <= checkpoint["task"].keys()
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 1
-    assert 0 <= json.loads((run_dir / "final.json").read_text())["test_accuracy"] <= 1
+    # The test score is the share of the kept predictions that match their labels, on every test image asked.
+    final = json.loads((run_dir / "final.json").read_text())
+    kept = np.load(run_dir / "test_predictions.npz")
+    assert final["test_images"] == len(kept["labels"]) == 32
+    assert final["test_accuracy"] == pytest.approx((kept["predictions"] == kept["labels"]).mean())
+    logits = np.load(run_dir / "test_outputs.npz")["logits"]
+    assert np.array_equal(logits.argmax(1), kept["predictions"])
+    # The loss trace covers every step of the epoch, and provenance names the CPU by its numbers.
+    steps = 64 // 32
+    assert [point[0] for point in record["loss_trace"]] == [steps]
+    assert {"cpu_vendor", "cpu_family", "cpu_model"} <= provenance.keys() or not Path("/proc/cpuinfo").exists()
 
 
 def test_bad_option_is_one_clear_line(capsys):
@@ -214,3 +225,56 @@ def test_bench_reads_a_run_written_before_newer_fields_and_prints_every_part(cif
     records = [{"images_per_s": 100.0, "train_s": 3.0, "val_accuracy": 0.5, "elapsed_s": 4.0},
                {"images": 200, "val_accuracy": 0.8, "elapsed_s": 7.0}]
     assert images_until(records, 0.8) == (500, 7.0) and images_until(records, 0.9) is None
+
+
+def test_an_fp16_run_resumes_with_its_own_loss_scaler_whatever_would_be_chosen_today(cifar_root, monkeypatch):
+    """The first run trained in fp16 with loss scaling; on resuming, today's choice would be fp32 (no scaler).
+    The stored precision must come back before the scaler, so the scaler is the stored, enabled one."""
+    from pipeline.train import cls as cls_module
+
+    paths, config = Paths(cifar_root), make_config("cls", "full", [*TINY, "--epochs", "2"])
+    monkeypatch.setattr(cls_module, "resolve_precision", lambda *args: ("fp16", {}))
+    first = ClsTask(config, paths)
+    interrupt_at(monkeypatch, first, 1)
+    with pytest.raises(runner.PipelineError, match="--resume"):
+        runner.run(first, "cls", cifar_root / "fp16")
+    stored = runner.load_checkpoint(cifar_root / "fp16" / "checkpoint.pt")["task"]
+    assert stored["precision"] == "fp16" and stored["scaler"]["scale"] > 0
+
+    monkeypatch.setattr(cls_module, "resolve_precision", lambda *args: ("fp32", {}))
+    resumed = ClsTask(config, paths)
+    assert not resumed.scaler.is_enabled()
+    resumed.load_state_dict(stored, cifar_root / "fp16" / "checkpoint.pt")
+    assert resumed.precision == "fp16" and resumed.scaler.is_enabled()
+    assert resumed.scaler.get_scale() == stored["scaler"]["scale"]
+
+
+def test_a_run_resumed_on_another_device_or_process_count_is_refused_and_a_resumption_is_recorded(cifar_root,
+                                                                                                  monkeypatch):
+    paths, config = Paths(cifar_root), make_config("cls", "full", [*TINY, "--precision", "fp32"])
+    task = ClsTask(config, paths)
+    interrupt_at(monkeypatch, task, 1)
+    with pytest.raises(runner.PipelineError, match="--resume"):
+        runner.run(task, "cls", cifar_root / "moved")
+    provenance = cifar_root / "moved" / "provenance.json"
+    info = json.loads(provenance.read_text())
+    provenance.write_text(json.dumps({**info, "processes": 2}))  # as if the first part ran under torchrun
+    with pytest.raises(runner.PipelineError, match=r"trained on cpu with 2 process\(es\), but this run would go on "
+                                                   r"on cpu with 1"):
+        runner.run(ClsTask(config, paths), "cls", cifar_root / "moved", resume=True)
+    provenance.write_text(json.dumps(info))
+    runner.run(ClsTask(config, paths), "cls", cifar_root / "moved", resume=True)
+    (resumption,) = json.loads(provenance.read_text())["resumed"]
+    assert resumption["after_epoch"] == 1 and resumption["git_commit"] and resumption["cpu"]
+
+
+def test_a_run_name_that_is_a_path_is_refused_and_touches_nothing(cifar_root, monkeypatch, capsys):
+    monkeypatch.setenv("PIPELINE_ROOT", str(cifar_root))
+    keep = cifar_root / "runs" / "x" / "metrics.jsonl"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("keep me\n")
+    for name in ("../x", "../../x", "/tmp/x", "a/b", ".hidden", ""):
+        assert main(["train", "cls", "--profile", "smoke", "--name", name]) == 2
+        assert "is not a run name" in capsys.readouterr().err
+    assert keep.read_text() == "keep me\n"
+    assert not (cifar_root / "runs" / "cls").exists()

@@ -66,3 +66,26 @@ def test_bench_refuses_a_finished_run_of_another_config(corpus_root):
     runner.run(MtTask(config, paths), "mt", paths.run("mt"))
     with pytest.raises(PipelineError, match="other values of epochs, lr than asked for"):
         bench("mt", _config(corpus_root, "--epochs", "2", "--lr", "0.002"), paths.run("mt"), paths)
+
+
+def test_a_resumed_run_reads_with_its_stored_subword_models(corpus_root, monkeypatch):
+    """Today's tokenizer training gives other pieces (as another sentencepiece version might): a resumed run
+    must read with the pieces stored in its checkpoint, and end where an uninterrupted run ends."""
+    from pipeline.data.translation import Tokenizer
+
+    paths, config = Paths(corpus_root), _config(corpus_root)
+    whole = runner.run(MtTask(config, paths), "mt", corpus_root / "whole")
+    interrupted = MtTask(config, paths)
+    interrupt_at(monkeypatch, interrupted, 2)
+    with pytest.raises(PipelineError, match="--resume"):
+        runner.run(interrupted, "mt", corpus_root / "parts")
+    stored = runner.load_checkpoint(corpus_root / "parts" / "checkpoint.pt")["task"]
+
+    learn = Tokenizer.train.__func__
+    monkeypatch.setattr(Tokenizer, "train", classmethod(lambda cls, sentences, size: learn(cls, sentences[::2], size)))
+    resumed = MtTask(config, paths)
+    assert resumed.src_tok.model_proto != stored["src_tokenizer"]  # today's pieces really are other ones
+    final = runner.run(resumed, "mt", corpus_root / "parts", resume=True)
+    assert resumed.src_tok.model_proto == stored["src_tokenizer"]
+    assert resumed.tgt_tok.model_proto == stored["tgt_tokenizer"]
+    assert final["test_bleu"] == pytest.approx(whole["test_bleu"])
