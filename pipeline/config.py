@@ -130,6 +130,7 @@ class ClsConfig:
     channels_last: bool = True  # NHWC memory format for images and convolution weights
     precision: str = "auto"  # auto (on the CPU bf16 where a probe finds it faster, else fp32; fp16 on CUDA), bf16, fp16 or fp32
     threads: int = 0  # torch intra-op threads (0 = torch's default)
+    collective_timeout_s: int = 1800  # under torchrun: seconds the other ranks wait (while rank 0 validates and tests) before the run stops with an error
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ class MtConfig:
     beam_size: int = 4  # hypotheses kept per step in the test decodes (validation decodes greedily)
     length_penalty: float = 0.6  # GNMT alpha; 0 = no length normalisation
     threads: int = 0  # torch intra-op threads (0 = torch's default)
+    collective_timeout_s: int = 1800  # under torchrun: seconds the other ranks wait (while rank 0 validates and tests) before the run stops with an error
 
 
 PROFILES: dict[str, dict[str, dict]] = {

@@ -72,3 +72,38 @@ def test_a_failing_rank_stops_the_whole_run(root):
     assert result.returncode != 0
     assert "injected failure on rank 1" in result.stderr
     assert time.perf_counter() - t0 < 120  # stopped, not hung until the collective's timeout
+
+
+EXACT = {"cls": ["--train_limit", "64", "--batch_size", "16", "--val_size", "16", "--test_limit", "16",
+                 "--precision", "fp32", "--width", "8"],
+         "mt": ["--dropout", "0", "--tokens_per_batch", "512", "--clip_norm", "1000"]}
+
+
+def _steps(root, model, processes, out, broken=False):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] \
+        if processes > 1 else [sys.executable]
+    env = {**os.environ, "PIPELINE_ROOT": str(root), "CIFAR10_ARCHIVE": "", "OMP_NUM_THREADS": "1",
+           "PIPELINE_TEST_SUM_GRADIENTS": "1" if broken else ""}
+    args = [*EXACT[model], *(["--corpus", str(root / "tiny.tsv")] if model == "mt" else [])]
+    result = subprocess.run([*launcher, "-m", "tests.ddp_steps", model, str(out), *args], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import torch
+
+    return torch.load(out)
+
+
+@pytest.mark.parametrize("model", ["cls", "mt"])
+def test_two_processes_take_the_same_sgd_steps_as_one_and_a_summed_gradient_would_show(root, model, tmp_path):
+    """Plain SGD (Adam would hide a gradient scaled by the process count) over an epoch of a few steps, with
+    nothing random: two processes must end with one process's weights, to float precision; summing the ranks'
+    gradients instead of averaging them must not."""
+    import torch
+
+    one = _steps(root, model, 1, tmp_path / "one.pt")
+    two = _steps(root, model, 2, tmp_path / "two.pt")
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+    summed = _steps(root, model, 2, tmp_path / "summed.pt", broken=True)
+    assert any(not torch.allclose(summed[name], one[name], rtol=1e-3, atol=1e-4)
+               for name in one if one[name].is_floating_point())

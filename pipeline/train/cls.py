@@ -83,7 +83,7 @@ class ClsTask:
 
     def __init__(self, config: ClsConfig, paths: Paths):
         self.config = config
-        self.world = distributed.init(config.device)
+        self.world = distributed.init(config.device, config.collective_timeout_s)
         if config.batch_size % self.world.size:
             raise PipelineError(f"--batch_size {config.batch_size} is the global batch of all "
                                 f"{self.world.size} processes and must divide evenly among them.")

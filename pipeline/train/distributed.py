@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-TIMEOUT_S = 1800  # a collective waiting longer than this means a rank is gone: the run stops with an error
 
 
 @dataclass(frozen=True)
@@ -28,9 +27,10 @@ class World:
         return self.size > 1
 
 
-def init(device_request: str) -> World:
+def init(device_request: str, timeout_s: int = 1800) -> World:
     """The world torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK), its process group started: NCCL on CUDA,
-    gloo on the CPU. A plain `python -m pipeline` is a world of one."""
+    gloo on the CPU. A collective that waits longer than timeout_s (the other ranks, while rank 0 validates and
+    tests) stops the run with an error. A plain `python -m pipeline` is a world of one."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return World()
@@ -39,7 +39,7 @@ def init(device_request: str) -> World:
         nccl = torch.cuda.is_available() and device_request in ("auto", "cuda")
         if nccl:
             torch.cuda.set_device(world.local_rank)
-        dist.init_process_group("nccl" if nccl else "gloo", timeout=datetime.timedelta(seconds=TIMEOUT_S))
+        dist.init_process_group("nccl" if nccl else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
     return world
 
 
@@ -78,6 +78,12 @@ def wrap(model: torch.nn.Module, world: World) -> torch.nn.Module:
 
     device = next(model.parameters()).device
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def dropout_seed(seed: int, epoch: int, world: World) -> int:
+    """The seed of one rank's dropout stream in one epoch: ranks draw different masks (each sees other pairs),
+    and a resumed run draws what an uninterrupted one would, epoch by epoch."""
+    return (seed * 1_000_003 + epoch) * 1_009 + world.rank
 
 
 def from_rank0(compute, world: World):

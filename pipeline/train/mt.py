@@ -82,7 +82,7 @@ class MtTask:
 
     def __init__(self, config: MtConfig, paths: Paths):
         self.config = config
-        self.world = distributed.init(config.device)
+        self.world = distributed.init(config.device, config.collective_timeout_s)
         self.device = pick_device(config.device, self.world)
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -116,6 +116,8 @@ class MtTask:
     def train_one_epoch(self, epoch: int) -> dict:
         config, model = self.config, self.model
         model.train()
+        if self.world.distributed:  # dropout draws from the global stream: one per rank (one process keeps its own)
+            torch.manual_seed(distributed.dropout_seed(config.seed, epoch, self.world))
         lengths = [(len(s), len(t)) for s, t in self.train_ids]
         batches = length_batches(lengths, config.tokens_per_batch, epoch_generator(config.seed, epoch))
         loss_sum = torch.zeros((), device=self.device)  # summed on the device, read every REPORT_EVERY steps

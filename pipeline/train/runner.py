@@ -227,6 +227,8 @@ def provenance(seed: int, device: torch.device, precision: str, channels_last: b
         "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
         "threads": torch.get_num_threads(),
         "processes": world.size,  # torchrun ranks; batch sizes in the config are global (all ranks together)
+        **({"random_streams": "dropout and other draws from the global generator: one stream per rank and epoch, "
+                              "seeded from (seed, epoch, rank)"} if world.distributed else {}),
         "precision": precision,
         **(precision_probe or {}),
         **({"channels_last": channels_last} if channels_last is not None else {}),
