@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline.data.translation import BOS_ID, EOS_ID, PAD_ID
-from pipeline.evaluate.decode import beam_search, greedy_decode
+from pipeline.evaluate.decode import beam_search, greedy_decode, reference_beam_search
 from pipeline.models.transformer import attention, causal_mask, make_transformer, padding_mask, target_mask
 
 
@@ -93,8 +93,20 @@ def test_learns_to_reverse_tiny_sequences_and_beam_of_one_equals_greedy():
     assert correct >= 14, (correct, decoded[:3], targets[:3])
     for source in sources[:6]:
         src = torch.tensor([source])
-        assert beam_search(model, src, beam_size=1, max_len=10, alpha=0.6) == greedy_decode(model, src, 10)[0]
+        assert reference_beam_search(model, src, beam_size=1, max_len=10, alpha=0.6)[0] == \
+            greedy_decode(model, src, 10)[0]
     assert BOS_ID not in decoded[0] and EOS_ID not in decoded[0]
+    # The batched, cached beam search finds what the plain one-sentence search finds, on a padded batch, and
+    # each sentence decodes as it decodes alone.
+    caps = [len(s) + 3 for s in sources]
+    for beam in (1, 3):
+        batched = beam_search(model, pad_batch(sources, bos_eos=False), beam, caps, alpha=0.6)
+        for source, cap, (tokens, score) in zip(sources, caps, batched):
+            reference_tokens, reference_score = reference_beam_search(model, torch.tensor([source]), beam, cap, 0.6)
+            assert tokens == reference_tokens and score == pytest.approx(reference_score, abs=1e-4)
+            assert beam_search(model, torch.tensor([source]), beam, [cap], 0.6)[0][0] == tokens
+    assert [t for t, _ in beam_search(model, pad_batch(sources, bos_eos=False), 1, caps, 0.6)] == \
+        greedy_decode(model, pad_batch(sources, bos_eos=False), 10, caps)
 
 
 def test_attention_weights_are_kept_only_when_asked():
@@ -158,6 +170,9 @@ class LastTokenTable(torch.nn.Module):
         rows = torch.tensor([self.table[t] for t in ys[:, -1].tolist()]).log()  # (B, vocab)
         return rows[:, None, :].expand(-1, ys.size(1), -1)
 
+    def decode_step(self, memory, src_mask, tokens, cache):
+        return torch.tensor([self.table.get(t, self.table[BOS_ID]) for t in tokens[:, -1].tolist()]).log()
+
 
 @torch.no_grad()
 def test_beam_search_does_not_stop_while_a_live_hypothesis_can_still_win():
@@ -167,9 +182,11 @@ def test_beam_search_does_not_stop_while_a_live_hypothesis_can_still_win():
     table = {BOS_ID: [0, 0, 0.5, 0, 0.45, 0.05], a: [0, 0, 0.01, 0, 0.98, 0.01], b: [0, 0, 0.5, 0, 0.25, 0.25]}
     model, src = LastTokenTable(table), torch.tensor([[4, 5]])
     assert _exhaustive_best(model, src, 8, alpha=2.0) == [a] * 8
-    assert beam_search(model, src, beam_size=2, max_len=8, alpha=2.0) == [a] * 8
-    assert beam_search(model, src, beam_size=2, max_len=8, alpha=0.0) == []  # no penalty: <eos> at once wins
-    assert eos not in beam_search(model, src, beam_size=3, max_len=8, alpha=1.0)
+    for search in (lambda k, alpha: reference_beam_search(model, src, k, 8, alpha)[0],
+                   lambda k, alpha: beam_search(model, src, k, [8], alpha)[0][0]):
+        assert search(2, 2.0) == [a] * 8
+        assert search(2, 0.0) == []  # no penalty: <eos> at once wins
+        assert eos not in search(3, 1.0)
 
 
 @torch.no_grad()
@@ -179,7 +196,9 @@ def test_a_beam_wider_than_every_hypothesis_finds_what_exhaustive_search_finds()
         model = make_transformer(6, 7, d_model=16, heads=2, layers=1, d_ff=32, dropout=0.0).eval()
         src = torch.randint(4, 6, (1, 4))
         for alpha in (0.0, 0.6, 1.5):
-            assert beam_search(model, src, 500, 4, alpha) == _exhaustive_best(model, src, 4, alpha), (seed, alpha)
+            best = _exhaustive_best(model, src, 4, alpha)
+            assert reference_beam_search(model, src, 500, 4, alpha)[0] == best, (seed, alpha)
+            assert beam_search(model, src, 500, [4], alpha)[0][0] == best, (seed, alpha)
 
 
 def test_decoding_an_input_longer_than_the_positional_table_is_guarded(capsys):
@@ -229,3 +248,18 @@ def test_each_mask_switch_removes_exactly_its_mask(causal, source_padding, monke
     else:  # only the target padding is left: every real query sees every real key, future included
         expected = padding_mask(tgt).expand(2, 1, 4, 4)
         assert torch.equal(s_decoder_self, expected) and not torch.equal(decoder_self, expected)
+
+
+@torch.no_grad()
+def test_without_the_causal_mask_the_batched_search_decodes_each_prefix_in_full_and_still_agrees():
+    """An earlier position of a non-causal decoder sees the later ones, so no cache can hold it: the batched
+    search falls back to decoding each prefix in full, and still finds what the reference finds."""
+    from pipeline.data.translation import pad_batch
+
+    torch.manual_seed(3)
+    model = make_transformer(20, 20, d_model=16, heads=2, layers=2, d_ff=32, dropout=0.0, causal=False).eval()
+    sources = [[5, 6, 7], [8, 9, 10, 11, 12], [13, 14]]
+    batched = beam_search(model, pad_batch(sources, bos_eos=False), 3, [6, 6, 6], 0.6)
+    for source, (tokens, score) in zip(sources, batched):
+        reference = reference_beam_search(model, torch.tensor([source]), 3, 6, 0.6)
+        assert tokens == reference[0] and score == pytest.approx(reference[1], abs=1e-4)

@@ -28,28 +28,45 @@ def next_log_probs(model: Transformer, memory: torch.Tensor, src_mask: torch.Ten
     return log_probs
 
 
+def step_log_probs(model: Transformer, memory: torch.Tensor, src_mask: torch.Tensor, tokens: torch.Tensor,
+                   cache: dict) -> torch.Tensor:
+    """next_log_probs() for the newest token of each prefix (B, 1), the earlier ones kept in `cache`."""
+    log_probs = model.decode_step(memory, src_mask, tokens, cache).float().log_softmax(-1)
+    log_probs[:, list(NEVER_GENERATED)] = float("-inf")
+    return log_probs
+
+
+def reorder(cache: dict, rows: torch.Tensor) -> dict:
+    """The cache of the prefixes `rows` picks (a hypothesis continues the prefix of the beam it came from)."""
+    return {k: v.index_select(0, rows) if isinstance(v, torch.Tensor) else v for k, v in cache.items()}
+
+
 @torch.no_grad()
 def greedy_decode(model: Transformer, src: torch.Tensor, max_len: int, caps: list[int] | None = None) -> list[list[int]]:
     """The most likely next token at every step, for a padded batch (B, S) at once; row b stops at <eos>, at
-    caps[b] tokens, or at max_len."""
+    caps[b] tokens, or at max_len. Earlier positions are cached, and the only value read back from the device
+    in a step is whether every row has stopped."""
     model.eval()
     src_mask = model.source_mask(src)
     memory = model.encode(src, src_mask)
-    ys = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long, device=src.device)
+    token = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long, device=src.device)
     done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
     limits = torch.tensor(caps if caps is not None else [max_len] * src.size(0), device=src.device)
-    for step in range(1, min(max_len, int(limits.max())) + 1):
-        next_token = next_log_probs(model, memory, src_mask, ys).argmax(-1)  # (B,)
+    cache, outputs = {}, []
+    for step in range(1, min(max_len, max(caps) if caps is not None else max_len) + 1):
+        next_token = step_log_probs(model, memory, src_mask, token, cache).argmax(-1)  # (B,)
         next_token = torch.where(done, torch.full_like(next_token, PAD_ID), next_token)
-        ys = torch.cat([ys, next_token[:, None]], dim=1)
+        outputs.append(next_token)
         done |= (next_token == EOS_ID) | (limits <= step)
+        token = next_token[:, None]
         if done.all():
             break
-    return [_strip(row) for row in ys[:, 1:].tolist()]
+    return [_strip(row) for row in torch.stack(outputs, dim=1).tolist()] if outputs else [[] for _ in range(len(src))]
 
 
-def length_penalty(length: int, alpha: float) -> float:
-    """GNMT's ((5 + length) / 6) ** alpha; alpha = 0 leaves scores as summed log-probabilities."""
+def length_penalty(length, alpha: float):
+    """GNMT's ((5 + length) / 6) ** alpha (of a number or a tensor); alpha = 0 leaves scores as summed
+    log-probabilities."""
     return ((5 + length) / 6) ** alpha
 
 
@@ -60,11 +77,75 @@ def best_reachable(score: float, length: int, max_len: int, alpha: float) -> flo
 
 
 @torch.no_grad()
-def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: int, alpha: float) -> list[int]:
-    """The best hypothesis for one source sentence (1, S) by length-normalised log-probability.
+def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, caps: list[int], alpha: float
+                ) -> list[tuple[list[int], float]]:
+    """For each source sentence of a padded batch (B, S): the best hypothesis by length-normalised
+    log-probability, and that score.
 
-    A hypothesis ends with <eos> or is cut at max_len tokens. The search stops once no live hypothesis
-    can beat the best finished one under the length penalty, or at max_len."""
+    Each sentence keeps beam_size live hypotheses; at every step the 2 x beam_size best continuations of each
+    sentence are ranked, those that end (<eos>, or its cap of caps[b] tokens reached) are set aside as
+    finished (only the best is kept), and the first beam_size others live on. A sentence stops once no live
+    hypothesis can beat its best finished one under the length penalty. Every sentence's hypotheses are
+    decoded together, with the earlier positions cached; the only value read back from the device in a step
+    is whether every sentence has stopped. reference_beam_search() is the same search, one sentence at a time
+    and without a cache."""
+    model.eval()
+    device, batch, k = src.device, src.size(0), beam_size
+    src_mask = model.source_mask(src)
+    memory = model.encode(src, src_mask).repeat_interleave(k, dim=0)  # (B*k, S, d_model)
+    src_mask = src_mask.repeat_interleave(k, dim=0)
+    limits = torch.tensor(caps, device=device)
+    steps = max(caps)
+    scores = torch.full((batch, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # one live hypothesis, <bos>, to start from
+    prefixes = torch.full((batch * k, 1), BOS_ID, dtype=torch.long, device=device)
+    best_score = torch.full((batch,), float("-inf"), device=device)
+    best_tokens = torch.full((batch, steps), PAD_ID, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    rows = torch.arange(batch, device=device)
+    cache: dict = {}
+    for step in range(1, steps + 1):
+        log_probs = step_log_probs(model, memory, src_mask, prefixes[:, -1:], cache)
+        vocab = log_probs.size(-1)
+        totals = (scores[:, :, None] + log_probs.view(batch, k, vocab)).view(batch, k * vocab)
+        ranked, flat = totals.topk(min(2 * k, k * vocab), dim=1)  # (B, 2k), best first
+        beam, token = flat // vocab, flat % vocab
+        ends = (token == EOS_ID) | (limits == step)[:, None]
+        # The best hypothesis that ends here, if it beats the best that ended before.
+        normalised = torch.where(ends & ~done[:, None], ranked / length_penalty(step, alpha),
+                                 torch.full_like(ranked, float("-inf")))
+        step_best, pick = normalised.max(dim=1)
+        better = step_best > best_score
+        source = rows * k + beam[rows, pick]
+        grown = torch.cat([prefixes[source, 1:], token[rows, pick][:, None]], dim=1)  # (B, step)
+        best_tokens[:, :step] = torch.where(better[:, None], grown, best_tokens[:, :step])
+        best_score = torch.where(better, step_best, best_score)
+        # The first k candidates that do not end live on, in rank order; missing ones are dead (-inf).
+        keep = ~ends & (ranked > float("-inf"))
+        slot = torch.where(keep, keep.long().cumsum(1) - 1, torch.full_like(beam, k))
+        slot = torch.where(slot < k, slot, torch.full_like(slot, k))  # k: the column of the discarded
+        scores = torch.full((batch, k + 1), float("-inf"), device=device).scatter(
+            1, slot, torch.where(slot < k, ranked, torch.full_like(ranked, float("-inf"))))[:, :k]
+        parent = torch.zeros((batch, k + 1), dtype=torch.long, device=device).scatter(1, slot, beam)[:, :k]
+        chosen = torch.full((batch, k + 1), PAD_ID, dtype=torch.long, device=device).scatter(1, slot, token)[:, :k]
+        # A sentence stops when no live hypothesis can beat its best finished one.
+        reachable = torch.maximum(scores / length_penalty(step + 1, alpha),
+                                  scores / length_penalty(limits[:, None].float(), alpha))
+        done |= (reachable <= best_score[:, None]).all(dim=1)
+        scores = torch.where(done[:, None], torch.full_like(scores, float("-inf")), scores)
+        source = (rows[:, None] * k + parent).reshape(-1)
+        cache = reorder(cache, source)
+        prefixes = torch.cat([prefixes[source], chosen.reshape(-1, 1)], dim=1)
+        if done.all():
+            break
+    return [(_strip(tokens), score) for tokens, score in zip(best_tokens.tolist(), best_score.tolist())]
+
+
+@torch.no_grad()
+def reference_beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: int, alpha: float
+                          ) -> tuple[list[int], float]:
+    """beam_search() written plainly for one source sentence (1, S), each step decoding every prefix in full:
+    the reference the batched search is tested and timed against. Returns the tokens and their score."""
     model.eval()
     src_mask = model.source_mask(src)
     memory = model.encode(src, src_mask)
@@ -94,13 +175,15 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: 
         leader = max(f[0] for f in finished) if finished else float("-inf")
         if all(best_reachable(score, step, max_len, alpha) <= leader for score, _ in alive):
             break
-    return _strip(max(finished, key=lambda f: f[0])[1][1:])
+    score, tokens = max(finished, key=lambda f: f[0])
+    return _strip(tokens[1:]), score
 
 
 def translate(model: Transformer, sources: list[str], src_tok: Tokenizer, tgt_tok: Tokenizer, max_len: int,
               device: torch.device, beam_size: int = 0, alpha: float = 0.6, batch_size: int = 128,
               length_ratio: float = 1.5, length_extra: int = 8) -> list[str]:
-    """Source sentences as written -> output sentences as written: greedy if beam_size is 0, else beam search.
+    """Source sentences as written -> output sentences as written: greedy if beam_size is 0, else beam search,
+    batch_size sentences at a time (sorted by length, so batches hold little padding).
 
     An output is cut at length_ratio x its source's tokens + length_extra, and at max_len. Sources longer than
     the model's positional table are cut to fit, and so is max_len."""
@@ -113,14 +196,13 @@ def translate(model: Transformer, sources: list[str], src_tok: Tokenizer, tgt_to
     max_len = min(max_len, limit - 1)
     caps = [max(1, min(max_len, int(length_ratio * len(ids)) + length_extra)) for ids in encoded]
     outputs: list[list[int]] = [[] for _ in sources]
-    if beam_size:
-        for i, ids in enumerate(encoded):
-            outputs[i] = beam_search(model, torch.tensor([ids], device=device), beam_size, caps[i], alpha)
-    else:
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            src = pad_batch([encoded[i] for i in chunk], bos_eos=False).to(device)
-            for i, ids in zip(chunk, greedy_decode(model, src, max_len, [caps[i] for i in chunk])):
-                outputs[i] = ids
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        src = pad_batch([encoded[i] for i in chunk], bos_eos=False).to(device)
+        chunk_caps = [caps[i] for i in chunk]
+        decoded = [ids for ids, _ in beam_search(model, src, beam_size, chunk_caps, alpha)] if beam_size \
+            else greedy_decode(model, src, max_len, chunk_caps)
+        for i, ids in zip(chunk, decoded):
+            outputs[i] = ids
     return [tgt_tok.decode(ids) for ids in outputs]

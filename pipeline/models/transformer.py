@@ -67,8 +67,12 @@ class MultiHeadAttention(nn.Module):
         out, weights = attention(q, k, v, mask, self.dropout)
         if self.record:
             self.last_weights = weights.detach()
+        return self.merge(out)
+
+    def merge(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, heads, Tq, d_head) -> concatenated heads, projected back: (B, Tq, d_model)."""
         b, _, t, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, self.heads * self.d_head))  # (B, Tq, d_model)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, self.heads * self.d_head))
 
 
 class FeedForward(nn.Module):
@@ -150,6 +154,24 @@ class DecoderLayer(nn.Module):
         y = y + self.dropout(self.cross_attn(self.norm2(y), memory, memory, src_mask))
         return y + self.dropout(self.ff(self.norm3(y)))
 
+    def step(self, y: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, cache: dict, name: str
+             ) -> torch.Tensor:
+        """forward() for one new position y (B, 1, d_model) in evaluation: its self-attention reads the keys and
+        values of the earlier positions from `cache` (and adds its own); the encoder output's are computed once."""
+        sa, ca = self.self_attn, self.cross_attn
+        h = self.norm1(y)
+        k, v = sa._split(sa.k_proj(h)), sa._split(sa.v_proj(h))  # (B, heads, 1, d_head)
+        if f"{name}.k" in cache:
+            k, v = torch.cat([cache[f"{name}.k"], k], dim=2), torch.cat([cache[f"{name}.v"], v], dim=2)
+        cache[f"{name}.k"], cache[f"{name}.v"] = k, v  # (B, heads, t, d_head)
+        y = y + sa.merge(attention(sa._split(sa.q_proj(h)), k, v)[0])
+        if f"{name}.memory_k" not in cache:
+            cache[f"{name}.memory_k"], cache[f"{name}.memory_v"] = ca._split(ca.k_proj(memory)), \
+                ca._split(ca.v_proj(memory))  # (B, heads, S, d_head)
+        q = ca._split(ca.q_proj(self.norm2(y)))
+        y = y + ca.merge(attention(q, cache[f"{name}.memory_k"], cache[f"{name}.memory_v"], src_mask)[0])
+        return y + self.ff(self.norm3(y))
+
 
 # ---- model ---------------------------------------------------------------------------------------
 
@@ -189,6 +211,25 @@ class Transformer(nn.Module):
         for layer in self.decoder:
             y = layer(y, memory, src_mask, tgt_mask)
         return self.generator(self.decoder_norm(y))
+
+    def decode_step(self, memory: torch.Tensor, src_mask: torch.Tensor, tokens: torch.Tensor, cache: dict
+                    ) -> torch.Tensor:
+        """Logits (B, tgt_vocab) of the token after each prefix, given its newest token (B, 1); `cache` (empty at
+        the first step) keeps what the earlier tokens left: per layer their keys and values, so a step costs one
+        position, not the whole prefix. Every tensor in it has the batch first (reorder rows with index_select).
+        Without the causal mask an earlier position sees the later ones, so nothing can be kept but the prefix,
+        which is decoded again in full."""
+        if not self.causal:
+            cache["tokens"] = torch.cat([cache["tokens"], tokens], dim=1) if "tokens" in cache else tokens
+            return self.decode(memory, src_mask, cache["tokens"])[:, -1]
+        position = cache["length"] if "length" in cache else 0
+        cache["length"] = position + 1
+        if position >= self.max_positions:
+            raise ValueError(f"position {position} is past the positional table ({self.max_positions} positions)")
+        y = self.positions.dropout(self.tgt_embed(tokens) + self.positions.table[position])  # (B, 1, d_model)
+        for i, layer in enumerate(self.decoder):
+            y = layer.step(y, memory, src_mask, cache, f"layer{i}")
+        return self.generator(self.decoder_norm(y))[:, -1]
 
     def source_mask(self, src: torch.Tensor) -> torch.Tensor:
         """(B, 1, 1, S): which source positions attention may see; all of them without the padding mask."""
