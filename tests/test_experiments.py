@@ -12,8 +12,8 @@ import yaml
 
 from pipeline.config import REPO, PipelineError
 from pipeline.compare.experiments import compare_arms, differing_fields, sweep_answer
-from pipeline.compare.stats import mcnemar, paired_bleu, paired_items_difference, seed_summary, training_difference, \
-    verdict
+from pipeline.compare.stats import mcnemar, paired_items_difference, seed_summary, training_difference, verdict
+from pipeline.scoring.bleu import paired_bleu
 from pipeline.experiments.definitions import load_experiments, parse_experiments
 
 GOOD = {

@@ -13,7 +13,7 @@ from PIL import Image
 from scipy import stats
 
 from pipeline.config import REPO, Paths, PipelineError
-from pipeline.evaluate.bleu import corpus_bleu
+from pipeline.scoring.bleu import corpus_bleu
 from pipeline.io import load_arrays
 from pipeline.report.pages import cell, number, percent
 from tests.conftest import make, tree_digest
@@ -238,7 +238,7 @@ def test_another_language_pair_in_another_script_goes_through_to_the_page(built)
 
 def test_scoring_sees_text_as_written():
     """Case counts: an output lower-cased on purpose scores lower than the same output cased."""
-    from pipeline.evaluate.bleu import test_scores
+    from pipeline.scoring.bleu import test_scores
 
     references = [["Я готовый."], ["Он очень высокий!"], ["Говорю тебе: мы спокойный?"]]
     cased = [r[0] for r in references]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline.data.translation import BOS_ID, EOS_ID, PAD_ID
-from pipeline.evaluate.decode import beam_search, greedy_decode, reference_beam_search
+from pipeline.scoring.decode import beam_search, greedy_decode, reference_beam_search
 from pipeline.models.transformer import attention, causal_mask, make_transformer, padding_mask, target_mask
 
 
@@ -126,7 +126,7 @@ def test_attention_weights_are_kept_only_when_asked():
 def _exhaustive_best(model, src, max_len, alpha):
     """The best output over every sequence that ends in <eos> or is cut at max_len: the search beam
     search approximates, done in full on a vocabulary small enough to enumerate."""
-    from pipeline.evaluate.decode import length_penalty, next_log_probs
+    from pipeline.scoring.decode import length_penalty, next_log_probs
 
     src_mask = model.source_mask(src)
     memory = model.encode(src, src_mask)
@@ -203,7 +203,7 @@ def test_a_beam_wider_than_every_hypothesis_finds_what_exhaustive_search_finds()
 
 def test_decoding_an_input_longer_than_the_positional_table_is_guarded(capsys):
     from pipeline.data.translation import Tokenizer
-    from pipeline.evaluate.decode import translate
+    from pipeline.scoring.decode import translate
 
     tokenizer = Tokenizer.train(["a b c d e f"] * 20, vocab_size=270)
     torch.manual_seed(0)

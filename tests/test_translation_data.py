@@ -7,7 +7,7 @@ from pipeline.data.translation import (
     CORPUS, UNK_ID, Tokenizer, group_key, length_batches, load_pairs, normalize, pad_batch, read_tsv, split_pairs,
     with_all_references,
 )
-from pipeline.evaluate.bleu import corpus_bleu, corpus_scores
+from pipeline.scoring.bleu import corpus_bleu, corpus_scores
 
 
 def test_normalize_matches_the_tutorial_filter():

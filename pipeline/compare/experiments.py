@@ -13,6 +13,7 @@ import numpy as np
 from pipeline.compare import stats
 from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, TEST_PREDICTIONS, Paths, saved_config
 from pipeline.evaluate.analyses import DELETION, analysis_path
+from pipeline.scoring.bleu import paired_bleu, signature_tokenizer
 from pipeline.experiments.definitions import CHANCE, EPOCH_METRICS, FINAL_METRICS, HIGHER_IS_BETTER, Experiment, \
     RunSpec
 from pipeline.io import load_arrays, read_json, read_jsonl, write_json
@@ -42,6 +43,7 @@ def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | Non
             "curves": {m: [r.get(m) for r in epochs] for m in EPOCH_METRICS[experiment.model]},
             "loss_trace": [point for r in epochs for point in r.get("loss_trace", [])],
             "train_wall_s": final["train_wall_s"], "commit": provenance["git_commit"],
+            "bleu_signature": final.get("bleu_signature", ""),
             "provenance": {k: provenance.get(k, 1 if k == "processes" else None) for k in PROVENANCE_FIELDS},
             "diverged": diverged,
             "at_chance": any(m in last and last[m] <= floor for m, floor in CHANCE.items()),
@@ -92,8 +94,8 @@ def sample_tests(metric: str, a: list[dict], b: list[dict], items: dict) -> list
         ta, tb = items[x["folder"]], items[y["folder"]]
         if [d["source"] for d in ta] != [d["source"] for d in tb]:
             return None  # not the same sentences: no paired test
-        tests.append({**stats.paired_bleu([d["beam"] for d in ta], [d["beam"] for d in tb],
-                                          [d["references"] for d in ta]), "seed": x["seed"]})
+        tests.append({**paired_bleu([d["beam"] for d in ta], [d["beam"] for d in tb], [d["references"] for d in ta],
+                                    tokenize=signature_tokenizer(x["bleu_signature"])), "seed": x["seed"]})
     return tests
 
 

@@ -6,7 +6,7 @@ it is measured over seeds with Student's t (n - 1 degrees of freedom; paired whe
 borrowed from the model's seeds experiment where an arm has one run. Test-sample noise: another sample of test
 items would give other scores; it is measured on the items both arms were scored on, with a paired test
 (a paired bootstrap over images for classifiers, McNemar's exact test per seed beside it; sacrebleu's paired
-bootstrap for translations)."""
+bootstrap for translations, pipeline.scoring.bleu.paired_bleu)."""
 
 from __future__ import annotations
 
@@ -87,22 +87,6 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
     p = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     return {"only_a": only_a, "only_b": only_b, "p_value": float(p), "method": "McNemar's exact test"}
-
-
-def paired_bleu(hypotheses_a: list[str], hypotheses_b: list[str], references: list[list[str]],
-                resamples: int = 1000) -> dict:
-    """BLEU of a minus BLEU of b on the same sentences, and sacrebleu's paired bootstrap p-value for it."""
-    from sacrebleu.metrics import BLEU
-    from sacrebleu.significance import PairedTest
-
-    depth = max((len(r) for r in references), default=1)
-    streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(depth)]
-    test = PairedTest([("b", hypotheses_b), ("a", hypotheses_a)], {"BLEU": BLEU()}, streams, test_type="bs",
-                      n_samples=resamples)
-    _, scores = test()
-    baseline, other = scores["BLEU"]
-    return {"difference": float(other.score - baseline.score), "p_value": float(other.p_value),
-            "items": len(references), "method": f"sacrebleu's paired bootstrap ({resamples} resamples)"}
 
 
 def finds_a_difference(test: dict) -> bool:

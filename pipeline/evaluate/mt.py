@@ -11,7 +11,8 @@ import torch
 from pipeline.config import CHECKPOINT, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, Paths, config_from_dict
 from pipeline.data.translation import BOS_ID, Tokenizer, pad_batch
 from pipeline.evaluate import run_summary
-from pipeline.evaluate.bleu import corpus_scores, decode_cases, paired_bleu_difference, sentence_scores
+from pipeline.scoring.bleu import bleu_tokenizer, corpus_scores, decode_cases, paired_bleu, sentence_scores, \
+    signature_tokenizer, words
 from pipeline.io import read_json, record_timing, save_arrays, write_json
 from pipeline.models.transformer import Transformer, causal_mask, padding_mask, target_mask
 from pipeline.train.mt import build_model, check_fingerprints, load_splits
@@ -48,16 +49,33 @@ def mask_batch(src_rows: list[list[int]], tgt_rows: list[list[int]]) -> dict[str
     }
 
 
-def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[list[str]]) -> list[dict]:
-    """Corpus BLEU per source-length bucket, with the bootstrap 95% interval and the sentence count."""
+def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[list[str]], tokenize: str,
+                   source_tokenize: str) -> list[dict]:
+    """Corpus BLEU per source-length bucket (lengths in BLEU's tokens of the source language), with the
+    bootstrap 95% interval and the sentence count: every bucket that has sentences."""
+    lengths = [len(words(s, source_tokenize)) for s in sources]
     rows = []
     for low, high in LENGTH_BUCKETS:
-        idx = [i for i, s in enumerate(sources) if low <= len(s.split()) <= high]
+        idx = [i for i, n in enumerate(lengths) if low <= n <= high]
         if idx:
-            scores = corpus_scores([hypotheses[i] for i in idx], [references[i] for i in idx])
+            scores = corpus_scores([hypotheses[i] for i in idx], [references[i] for i in idx], tokenize=tokenize)
             rows.append({"bucket": f"{low}–{high}" if high < 99 else f"{low}+", "sentences": len(idx),
                          "bleu": scores["bleu"], "bleu_ci95": scores["bleu_ci95"]})
     return rows
+
+
+def length_trend(sources: list[str], decodes: list[dict], source_tokenize: str) -> dict:
+    """Does quality fall (or rise) with the source's length? Spearman's rank correlation of each sentence's
+    source length with its sentence chrF (scipy.stats), over every test sentence: one test, not a best
+    bucket against a worst one picked after seeing the scores."""
+    from scipy import stats
+
+    lengths = [len(words(s, source_tokenize)) for s in sources]
+    result = stats.spearmanr(lengths, [d["chrf"] for d in decodes])
+    rho = float(result.statistic) if np.isfinite(result.statistic) else 0.0
+    p = float(result.pvalue) if np.isfinite(result.pvalue) else 1.0
+    return {"rho": rho, "p_value": p, "sentences": len(sources), "score": "sentence chrF",
+            "word": "no clear trend" if p >= 0.05 else ("falls" if rho < 0 else "rises")}
 
 
 def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
@@ -78,13 +96,15 @@ def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
     sources = [d["source"] for d in outputs]
     references = [d["references"] for d in outputs]
     greedy, beam = [d["greedy"] for d in outputs], [d["beam"] for d in outputs]
-    decodes = [{**d, **sentence_scores(d["beam"], d["references"])} for d in outputs]
+    tokenize = signature_tokenizer(final["bleu_signature"])  # as the test was scored
+    source_tokenize, _ = bleu_tokenizer(config.src_lang)
+    decodes = [{**d, **sentence_scores(d["beam"], d["references"], tokenize)} for d in outputs]
     write_json(out_dir / "decodes.json", decodes)
 
     # Attention of the best, typical and worst sentences of readable length, computed on the CPU so the
     # arrays do not depend on the device; the explorer and the heatmaps show these same weights.
     low, high = ATTENTION_WORDS
-    readable = [d for d in decodes if low <= len(d["source"].split()) <= high] or decodes
+    readable = [d for d in decodes if low <= len(words(d["source"], source_tokenize)) <= high] or decodes
     examples, arrays = [], {}
     for n, d in enumerate(decode_cases(readable, ATTENTION_PER_CASE)):
         src_ids = src_tok.encode(d["source"])[:model.max_positions]
@@ -98,7 +118,7 @@ def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
     write_json(out_dir / "attention.json", examples)
 
     # A batch of short to long sentences, so the padding differs from row to row.
-    by_length = np.argsort([len(s.split()) for s in sources], kind="stable")
+    by_length = np.argsort([len(words(s, source_tokenize)) for s in sources], kind="stable")
     batch = by_length[np.linspace(0, len(sources) - 1, min(MASK_BATCH, len(sources))).astype(int)]
     masks = mask_batch([src_tok.encode(sources[i]) for i in batch], [tgt_tok.encode(references[i][0]) for i in batch])
     save_arrays(out_dir / "masks.npz", **masks)
@@ -113,8 +133,9 @@ def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
         **test,
         "exact_match": float(np.mean([b in r for b, r in zip(beam, references)])),
         "beam_changed": sum(g != b for g, b in zip(greedy, beam)),
-        "beam_vs_greedy": paired_bleu_difference(beam, greedy, references),
-        "bleu_by_length": bleu_by_length(sources, beam, references),
+        "beam_vs_greedy": paired_bleu(beam, greedy, references, tokenize=tokenize),
+        "bleu_by_length": bleu_by_length(sources, beam, references, tokenize, source_tokenize),
+        "length_trend": length_trend(sources, decodes, source_tokenize),
         "train_pairs": final["train_pairs"],
         "src_lang": config.src_lang,
         "tgt_lang": config.tgt_lang,

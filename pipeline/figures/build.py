@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineError
 from pipeline.evaluate.metrics import normalize_rows
-from pipeline.evaluate.bleu import decode_cases
+from pipeline.scoring.bleu import decode_cases
 from pipeline.compare.experiments import experiment_results
 from pipeline.figures import cls as cls_figures
 from pipeline.figures import experiments as experiment_figures

@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import TEST_OUTPUTS, MtConfig, Paths, PipelineError
+from pipeline.config import TEST_OUTPUTS, TEST_PREDICTIONS, MtConfig, Paths, PipelineError
 from pipeline.data.translation import (
     PAD_ID, Splits, Tokenizer, corpus_path, file_sha256, length_batches, load_pairs, pad_batch, split_fingerprint,
     split_pairs, with_all_references,
 )
-from pipeline.evaluate.bleu import corpus_bleu, test_scores
-from pipeline.evaluate.decode import translate
+from pipeline.scoring.bleu import bleu_tokenizer, corpus_bleu, test_scores
+from pipeline.scoring.decode import translate
 from pipeline.io import write_json
 from pipeline.models.transformer import Transformer, make_transformer
 from pipeline.train import distributed
@@ -87,6 +87,9 @@ class MtTask:
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
+        self.bleu_tokenize, note = bleu_tokenizer(config.tgt_lang)  # sacrebleu's choice for the target's script
+        if note and self.world.main:
+            print(note)
         splits, self.fingerprints = load_splits(config)
         self.splits = splits
         self._use_tokenizers(Tokenizer.train([s for s, _ in splits.train], config.vocab_size),
@@ -186,11 +189,12 @@ class MtTask:
         t0 = time.perf_counter()
         beam = self._translate(self.test_sources, self.config.beam_size)
         beam_s = time.perf_counter() - t0
-        write_json(run_dir / f"{TEST_OUTPUTS}.json", [
-            {"source": s, "references": r, "greedy": g, "beam": b}
-            for s, r, g, b in zip(self.test_sources, self.test_references, greedy, beam)
-        ])
-        return {**test_scores(greedy, beam, self.test_references), "train_pairs": self.train_pairs,
+        decodes = [{"source": s, "references": r, "greedy": g, "beam": b}
+                   for s, r, g, b in zip(self.test_sources, self.test_references, greedy, beam)]
+        write_json(run_dir / f"{TEST_OUTPUTS}.json", decodes)
+        write_json(run_dir / f"{TEST_PREDICTIONS}.json", [{k: d[k] for k in ("source", "references", "beam")}
+                                                          for d in decodes])
+        return {**test_scores(greedy, beam, self.test_references, self.bleu_tokenize), "train_pairs": self.train_pairs,
                 "beam_s": round(beam_s, 2)}
 
     def state_dict(self) -> dict:

@@ -1,0 +1,1 @@
+"""What training (validation, the test scored once) and evaluation share: decoding and sacrebleu scoring."""
