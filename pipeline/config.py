@@ -139,7 +139,9 @@ class MtConfig:
 
     seed: int = 0  # seeds the split, the initial weights and every epoch's batches
     device: str = "auto"  # auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps
-    corpus: str = "toy"  # "toy" (~12k pairs), "short" (~150k pairs) or the path of a UTF-8 file of tab-separated pairs
+    corpus: str = "toy"  # "toy" (~12k pairs), "short" (~150k pairs), the path of a UTF-8 file of tab-separated pairs, or a folder holding a published split (train.tsv, valid.tsv or dev.tsv, test.tsv)
+    valid_corpus: str = ""  # with test_corpus: a published split's validation file (--corpus is then its training file)
+    test_corpus: str = ""  # a published split's test file, scored as given: every line, nothing filtered
     src_lang: str = "French"  # the source language's name, as the pages show it
     tgt_lang: str = "English"  # the target language's name, as the pages show it
     corpus_limit: int = 0  # keep only this many pairs after filtering (0 = all); for smoke runs

@@ -89,3 +89,46 @@ def test_a_resumed_run_reads_with_its_stored_subword_models(corpus_root, monkeyp
     assert resumed.src_tok.model_proto == stored["src_tokenizer"]
     assert resumed.tgt_tok.model_proto == stored["tgt_tokenizer"]
     assert final["test_bleu"] == pytest.approx(whole["test_bleu"])
+
+
+def _published(folder, long_line=True):
+    """A published split made from the tiny corpus: test lines include a repeated source and one very long one."""
+    lines = (folder.parent / "tiny.tsv").read_text(encoding="utf-8").splitlines()
+    folder.mkdir()
+    (folder / "train.tsv").write_text("\n".join(lines[:100]) + "\n", encoding="utf-8")
+    (folder / "valid.tsv").write_text("\n".join(lines[100:120]) + "\n", encoding="utf-8")
+    test = lines[120:135] + [lines[0], lines[120]]  # one near-duplicate of a training pair; a repeated line
+    if long_line:
+        test.append(" ".join(["je suis tres grand"] * 40) + " .\t" + " ".join(["i am very tall"] * 40) + " .")
+    (folder / "test.tsv").write_text("\n".join(test) + "\n", encoding="utf-8")
+    return len(test)
+
+
+def test_a_published_split_is_used_as_given_and_every_test_line_is_scored(corpus_root):
+    lines = _published(corpus_root / "split")
+    paths = Paths(corpus_root)
+    config = make_config("mt", "smoke", ["--corpus", str(corpus_root / "split"), "--epochs", "1"])
+    final = runner.run(MtTask(config, paths), "mt", corpus_root / "published")
+    assert final["split"] == "published" and final["test_sentences"] == lines  # every line, the long one too
+    assert final["test_sources_cut"] == 1 and final["test_near_duplicates_of_train"] >= 1
+    outputs = json.loads((corpus_root / "published" / "test_outputs.json").read_text())
+    assert len(outputs) == lines and all(len(d["references"]) == 1 for d in outputs)
+    # The same split named file by file gives the same run.
+    files = make_config("mt", "smoke", ["--corpus", str(corpus_root / "split" / "train.tsv"), "--epochs", "1",
+                                        "--valid_corpus", str(corpus_root / "split" / "valid.tsv"),
+                                        "--test_corpus", str(corpus_root / "split" / "test.tsv")])
+    assert runner.run(MtTask(files, paths), "mt", corpus_root / "files")["test_bleu"] == pytest.approx(final["test_bleu"])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda folder: (folder / "valid.tsv").unlink(), r"split is a folder of a published split, but it has no "
+                                                     r"valid\.tsv or dev\.tsv"),
+    (lambda folder: (folder / "test.tsv").write_text("no tab here\n"), r"test\.tsv, line 1: expected source<TAB>target"),
+    (lambda folder: (folder / "train.tsv").write_bytes(b"\xff\xfe\tbad\n"), r"train\.tsv, line 1: not valid UTF-8"),
+])
+def test_a_split_folder_with_a_missing_or_malformed_file_names_it(corpus_root, damage, message):
+    _published(corpus_root / "split", long_line=False)
+    damage(corpus_root / "split")
+    config = make_config("mt", "smoke", ["--corpus", str(corpus_root / "split")])
+    with pytest.raises(PipelineError, match=message):
+        MtTask(config, Paths(corpus_root))

@@ -118,6 +118,51 @@ class Splits:
     train: list[tuple[str, str]]
     val: list[tuple[str, str]]
     test: list[tuple[str, str]]
+    published: bool = False  # the files' own split (the test file scored as given), not one drawn here
+
+
+# A published split's files in a folder given as --corpus (each may also end in .gz).
+SPLIT_FILES = {"train": ("train.tsv",), "valid": ("valid.tsv", "dev.tsv"), "test": ("test.tsv",)}
+
+
+def published_files(corpus: str, valid_corpus: str = "", test_corpus: str = "") -> dict[str, Path] | None:
+    """The train, valid and test files of a published split: a folder named by --corpus that holds them, or
+    --corpus (training) with --valid_corpus and --test_corpus; None for a corpus this project splits itself."""
+    folder = Path(corpus) if corpus not in ("toy", "short") else None
+    if folder is not None and folder.is_dir():
+        files = {}
+        for split, names in SPLIT_FILES.items():
+            found = [folder / f"{name}{gz}" for name in names for gz in ("", ".gz") if (folder / f"{name}{gz}").is_file()]
+            if not found:
+                raise PipelineError(
+                    f"{folder} is a folder of a published split, but it has no {' or '.join(names)} (nor .gz): "
+                    "it needs train.tsv, valid.tsv (or dev.tsv) and test.tsv, each of source<TAB>target lines.")
+            files[split] = found[0]
+        return files
+    if valid_corpus or test_corpus:
+        if not (valid_corpus and test_corpus) or folder is None:
+            raise PipelineError("A published split takes three files: --corpus TRAIN.tsv --valid_corpus VALID.tsv "
+                                "--test_corpus TEST.tsv (or --corpus FOLDER holding train.tsv, valid.tsv, test.tsv).")
+        return {"train": folder, "valid": Path(valid_corpus), "test": Path(test_corpus)}
+    return None
+
+
+def read_published(files: dict[str, Path]) -> Splits:
+    """A published split as given: training pairs without exact duplicates, validation and test pairs line by
+    line, every test line kept (never filtered nor deduplicated: it is what published scores are computed on)."""
+    train = [p for p in dict.fromkeys(read_tsv(files["train"], 0, 1)) if p[0] and p[1]]
+    if not train:
+        raise PipelineError(f"{files['train']} has no sentence pairs with both sides non-empty.")
+    return Splits(train, read_tsv(files["valid"], 0, 1), read_tsv(files["test"], 0, 1), published=True)
+
+
+def split_overlap(splits: Splits) -> dict:
+    """Validation and test pairs whose source or target is a near-duplicate (group_key) of a training one:
+    counted, never removed (a split drawn here has none by construction)."""
+    seen = {(side, group_key(text)) for pair in splits.train for side, text in enumerate(pair)}
+    return {f"{name}_near_duplicates_of_train": sum(any((side, group_key(text)) in seen
+                                                        for side, text in enumerate(pair)) for pair in pairs)
+            for name, pairs in (("valid", splits.val), ("test", splits.test))}
 
 
 def split_pairs(pairs: list[tuple[str, str]], val_frac: float, test_frac: float, seed: int) -> Splits:

@@ -137,6 +137,8 @@ def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
         "bleu_by_length": bleu_by_length(sources, beam, references, tokenize, source_tokenize),
         "length_trend": length_trend(sources, decodes, source_tokenize),
         "train_pairs": final["train_pairs"],
+        **{k: final[k] for k in ("split", "test_sources_cut", "valid_near_duplicates_of_train",
+                                 "test_near_duplicates_of_train") if k in final},
         "src_lang": config.src_lang,
         "tgt_lang": config.tgt_lang,
         "corpus": config.corpus if config.corpus in ("toy", "short") else Path(config.corpus).name,

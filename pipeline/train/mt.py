@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -11,8 +12,8 @@ import torch.nn.functional as F
 
 from pipeline.config import TEST_OUTPUTS, TEST_PREDICTIONS, MtConfig, Paths, PipelineError
 from pipeline.data.translation import (
-    PAD_ID, Splits, Tokenizer, corpus_path, file_sha256, length_batches, load_pairs, pad_batch, split_fingerprint,
-    split_pairs, with_all_references,
+    PAD_ID, Splits, Tokenizer, corpus_path, file_sha256, length_batches, load_pairs, pad_batch, published_files,
+    read_published, split_fingerprint, split_overlap, split_pairs, with_all_references,
 )
 from pipeline.scoring.bleu import bleu_tokenizer, corpus_bleu, test_scores
 from pipeline.scoring.decode import translate
@@ -44,11 +45,18 @@ def sequence_loss(model: Transformer, src: torch.Tensor, tgt: torch.Tensor, labe
 
 
 def load_splits(config: MtConfig) -> tuple[Splits, dict]:
-    """The run's train / validation / test pairs, and the fingerprints that identify them."""
-    splits = split_pairs(load_pairs(config.corpus, config.corpus_limit), config.val_frac, config.test_frac,
-                         config.seed)
-    return splits, {"corpus_sha256": file_sha256(corpus_path(config.corpus)),
-                    "split_fingerprint": split_fingerprint(splits)}
+    """The run's train / validation / test pairs (a published split as given, or one drawn here), and the
+    fingerprints that identify them."""
+    files = published_files(config.corpus, config.valid_corpus, config.test_corpus)
+    if files:
+        splits = read_published(files)
+        digest = hashlib.sha256("".join(file_sha256(files[k]) for k in ("train", "valid", "test")).encode())
+        corpus_sha256 = digest.hexdigest()
+    else:
+        splits = split_pairs(load_pairs(config.corpus, config.corpus_limit), config.val_frac, config.test_frac,
+                             config.seed)
+        corpus_sha256 = file_sha256(corpus_path(config.corpus))
+    return splits, {"corpus_sha256": corpus_sha256, "split_fingerprint": split_fingerprint(splits)}
 
 
 def drop_long(pairs: list[tuple[str, str]], src: Tokenizer, tgt: Tokenizer, max_tokens: int,
@@ -100,13 +108,16 @@ class MtTask:
         """Everything that hangs on the subword models: the encoded splits, the network and its optimiser."""
         config, splits = self.config, self.splits
         self.src_tok, self.tgt_tok = src_tok, tgt_tok
-        train, self.val_pairs, test = (drop_long(pairs, self.src_tok, self.tgt_tok, config.max_tokens, what)
-                                       for pairs, what in ((splits.train, "training"), (splits.val, "validation"),
-                                                           (splits.test, "test")))
+        train, self.val_pairs = (drop_long(pairs, self.src_tok, self.tgt_tok, config.max_tokens, what)
+                                 for pairs, what in ((splits.train, "training"), (splits.val, "validation")))
         self.train_pairs = len(train)
         self.train_ids = [(self.src_tok.encode(s), self.tgt_tok.encode(t)) for s, t in train]
         self.val_sources, self.val_references = with_all_references(self.val_pairs)
-        self.test_sources, self.test_references = with_all_references(test)
+        # The test pairs are never filtered: a source longer than the model's positions is cut when decoded,
+        # and counted. A published test file is scored line by line, as given; a split drawn here scores
+        # each source once, against all of its targets.
+        self.test_sources, self.test_references = ([s for s, _ in splits.test], [[t] for _, t in splits.test]) \
+            if splits.published else with_all_references(splits.test)
         self.model = build_model(config, len(self.src_tok), len(self.tgt_tok), self.device)
         self.net = distributed.wrap(self.model, self.world)  # DDP under torchrun: gradients averaged over ranks
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-9)
@@ -181,7 +192,8 @@ class MtTask:
             loss_sum += sequence_loss(self.model, src, tgt, self.config.label_smoothing) * n
             tokens += n
         hypotheses = self._translate(self.val_sources)
-        return {"val_loss": loss_sum.item() / tokens, "val_bleu": corpus_bleu(hypotheses, self.val_references)}
+        return {"val_loss": loss_sum.item() / tokens, "val_bleu": corpus_bleu(hypotheses, self.val_references,
+                                                                                     self.bleu_tokenize)}
 
     def test(self, run_dir: Path) -> dict:
         """Decode and score the test split once; the decodes are kept beside final.json for evaluation."""
@@ -194,7 +206,10 @@ class MtTask:
         write_json(run_dir / f"{TEST_OUTPUTS}.json", decodes)
         write_json(run_dir / f"{TEST_PREDICTIONS}.json", [{k: d[k] for k in ("source", "references", "beam")}
                                                           for d in decodes])
+        cut = sum(len(self.src_tok.encode(s)) > self.model.max_positions for s in self.test_sources)
         return {**test_scores(greedy, beam, self.test_references, self.bleu_tokenize), "train_pairs": self.train_pairs,
+                "split": "published" if self.splits.published else "drawn", "test_sources_cut": cut,
+                **split_overlap(self.splits),
                 "beam_s": round(beam_s, 2)}
 
     def state_dict(self) -> dict:
