@@ -120,8 +120,15 @@ class ClsConfig:
     crop_padding: int = 4  # pixels of reflection padding before the random 32-pixel crop
     low_res: int = 20  # side (pixels) the images are scaled to in the first low_res_epochs: progressive resizing
     low_res_epochs: int = 3  # epochs trained on images scaled to low_res pixels
+    resolutions: str = ""  # image side per epoch, comma-separated (e.g. "16,16,24,32,32"); empty: low_res for low_res_epochs, then 32
+    flip: str = "random"  # training mirror images: "random" (each image, each epoch, a coin) or "alternate" (a coin in the first epoch, then the other side every next epoch)
+    cutout: int = 0  # side (pixels) of a square of each training image set to the mean (0 = none)
+    bn_weight_decay: bool = True  # weight decay on batch-norm weights and biases too; false spares them
+    bn_lr_scale: float = 1.0  # learning rate of batch-norm weights and biases, as a multiple of lr
+    ema: float = 0.0  # decay per step of an exponential moving average of the weights, which validation and the test then score (0 = none)
     val_tta: bool = False  # validation also scores each image's mirror image (a second forward pass)
     test_tta: bool = True  # test scores average the logits of each image and its mirror image
+    tta_translate: int = 0  # flip-averaged scoring (test_tta, val_tta) also averages copies shifted by this many pixels up-left and down-right
     shortcuts: bool = True  # the residual connection of every block; false gives the plain network
     depth: int = 18  # 18 or 34 layers (BasicBlocks per stage 2-2-2-2 or 3-4-6-3)
     width: int = 64  # channels of the first stage, doubled in each of the next three (64: the standard ResNet)
@@ -300,6 +307,15 @@ def validate(config):
         if getattr(config, name) < 1:
             raise PipelineError(f"--{name} must be at least 1, got {getattr(config, name)}.")
     if isinstance(config, ClsConfig):
+        if config.resolutions:
+            sizes = config.resolutions.replace(" ", "").split(",")
+            if not all(x.isdigit() and 8 <= int(x) <= 32 for x in sizes) or len(sizes) != config.epochs:
+                raise PipelineError(f"--resolutions must give one image side from 8 to 32 per epoch ({config.epochs}, "
+                                    f"comma-separated), not {config.resolutions!r}.")
+        if config.flip not in ("random", "alternate"):
+            raise PipelineError(f"--flip must be random or alternate, not {config.flip!r}.")
+        if not 0.0 <= config.ema < 1.0:
+            raise PipelineError(f"--ema must lie in [0, 1), got {config.ema}.")
         if config.depth not in (18, 34):
             raise PipelineError(f"--depth must be 18 or 34, not {config.depth}.")
         if config.width < 1:

@@ -13,7 +13,7 @@ from pipeline.__main__ import main
 from pipeline.config import REPO, Paths, make_config
 from pipeline.models.resnet import make_resnet
 from pipeline.train import runner
-from pipeline.train.cls import ClsTask, lr_at
+from pipeline.train.cls import ClsTask, lr_at, predict_logits
 from tests.conftest import WritesMarker, interrupt_at
 
 TINY = ["--epochs", "2", "--batch_size", "16", "--val_size", "32", "--train_limit", "64",
@@ -278,3 +278,51 @@ def test_a_run_name_that_is_a_path_is_refused_and_touches_nothing(cifar_root, mo
         assert "is not a run name" in capsys.readouterr().err
     assert keep.read_text() == "keep me\n"
     assert not (cifar_root / "runs" / "cls").exists()
+
+
+def test_recipe_options_change_what_they_name_and_nothing_else(cifar_root):
+    """Each candidate of the recipe experiment, on its own: the resolution per epoch, alternating flips, cutout,
+    batch-norm parameters apart, the averaged weights scored, shifted test-time views."""
+    from pipeline.data.cifar10 import MEAN_PIXEL, augment
+    from pipeline.train.cls import parameter_groups, resolution_at, tta_views
+
+    config = make_config("cls", "full", ["--epochs", "3", "--resolutions", "16,24,32"])
+    assert [resolution_at(e, config) for e in range(3)] == [16, 24, 32]
+    with pytest.raises(runner.PipelineError, match="one image side from 8 to 32 per epoch"):
+        make_config("cls", "full", ["--epochs", "3", "--resolutions", "16,32"])
+
+    images = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8)
+    plain = augment(images, torch.Generator().manual_seed(1))
+    flipped = augment(images, torch.Generator().manual_seed(1), flips=torch.ones(6, dtype=torch.bool))
+    unflipped = augment(images, torch.Generator().manual_seed(1), flips=torch.zeros(6, dtype=torch.bool))
+    assert torch.equal(flipped, unflipped.flip(3))  # the same crops, the side as given
+    cut = augment(images, torch.Generator().manual_seed(1), cutout=8)
+    changed = (cut != plain).any(1)  # (B, H, W): pixels the square covered
+    fill = torch.tensor(MEAN_PIXEL, dtype=torch.uint8).view(1, 3, 1, 1).expand_as(cut)
+    assert torch.equal(cut[changed[:, None].expand_as(cut)], fill[changed[:, None].expand_as(cut)])
+    assert all(0 < int(c.sum()) <= 64 for c in changed)
+
+    model = make_resnet(18, width=8)
+    groups = parameter_groups(model, make_config("cls", "full", ["--bn_weight_decay", "false", "--bn_lr_scale", "4"]))
+    assert [g["weight_decay"] for g in groups] == [5e-4, 0.0] and [g["lr_scale"] for g in groups] == [1.0, 4.0]
+    assert all(p.dim() == 1 for p in groups[1]["params"]) and len(parameter_groups(model, config)) == 1
+
+    x = torch.randn(2, 3, 32, 32)
+    views = tta_views(x, flip=True, translate=2)
+    assert len(views) == 6 and all(v.shape == x.shape for v in views)
+    assert torch.equal(views[1][..., 2:, 2:], x[..., :30, :30])  # shifted down-right by two pixels
+    assert len(tta_views(x, flip=True, translate=0)) == 2 and len(tta_views(x, flip=False, translate=0)) == 1
+
+
+def test_an_averaged_run_scores_its_averaged_weights(cifar_root):
+    paths = Paths(cifar_root)
+    config = make_config("cls", "full", [*TINY, "--precision", "fp32", "--ema", "0.5", "--flip", "alternate"])
+    task = ClsTask(config, paths)
+    final = runner.run(task, "cls", cifar_root / "ema")
+    state = runner.load_checkpoint(cifar_root / "ema" / "checkpoint.pt")["task"]
+    assert any(not torch.equal(state["model"][k], state["scored_model"][k]) for k in state["model"]
+               if state["model"][k].is_floating_point())
+    scored = ClsTask(config, paths).model
+    scored.load_state_dict(state["scored_model"])
+    logits = predict_logits(scored, task.test_images, config, task.device, "fp32", config.test_tta)
+    assert final["test_accuracy"] == pytest.approx((logits.argmax(1) == task.test_labels).float().mean().item())

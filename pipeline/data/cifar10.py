@@ -215,8 +215,13 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255 - mean) / std
 
 
-def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4, size: int = 32) -> torch.Tensor:
-    """Random size x size crop after reflection padding, then random horizontal flip, for a whole batch."""
+MEAN_PIXEL = tuple(round(255 * m) for m in MEAN)  # what cutout fills with: zero once normalised
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4, size: int = 32,
+            flips: torch.Tensor | None = None, cutout: int = 0) -> torch.Tensor:
+    """Random size x size crop after reflection padding, then horizontal flip (random, or the given `flips`),
+    then optionally a cutout square set to the mean pixel, for a whole batch."""
     b, _, h, w = images.shape
     padded = torch.nn.functional.pad(images.float(), (padding,) * 4, mode="reflect").to(images.dtype)
     # Offsets and flips are drawn on the CPU generator so a seed gives the same batch on any device, and go to
@@ -227,10 +232,19 @@ def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4, 
     if images.device.type == "cuda":
         draws = draws.pin_memory()
     dy, dx, flip = draws.to(images.device, non_blocking=True)
-    flip = flip.bool()
+    flip = flip.bool() if flips is None else flips
     rows = dy[:, None] + torch.arange(size, device=images.device)  # (B, size)
     cols = dx[:, None] + torch.arange(size, device=images.device)  # (B, size)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     batch = torch.arange(b, device=images.device)[:, None, None]
-    crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, size, size, C)
-    return crops.permute(0, 3, 1, 2)
+    crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (B, C, s, s)
+    if cutout:
+        centre = torch.randint(0, size, (2, b), generator=generator).to(images.device)
+        span = torch.arange(size, device=images.device)
+        offset_y = span[None] - centre[0][:, None] + cutout // 2  # (B, size): 0 .. cutout-1 inside the square
+        offset_x = span[None] - centre[1][:, None] + cutout // 2
+        inside_y, inside_x = (offset_y >= 0) & (offset_y < cutout), (offset_x >= 0) & (offset_x < cutout)
+        square = (inside_y[:, :, None] & inside_x[:, None, :])[:, None]  # (B, 1, size, size)
+        fill = torch.tensor(MEAN_PIXEL, dtype=crops.dtype, device=crops.device).view(1, 3, 1, 1)
+        crops = torch.where(square, fill, crops)
+    return crops

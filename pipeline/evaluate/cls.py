@@ -93,7 +93,7 @@ def evaluate_cls(paths: Paths, name: str = MAIN_RUN) -> dict:
     config = config_from_dict("cls", checkpoint["config"])
     device = pick_device()
     model = build_model(config, device)
-    model.load_state_dict(checkpoint["task"]["model"])
+    model.load_state_dict(checkpoint["task"].get("scored_model", checkpoint["task"]["model"]))  # averaged weights if any
     classes = checkpoint["task"]["classes"]
 
     data = load_cifar10(paths.data, strict_counts=config.train_limit == 0 and config.test_limit == 0)

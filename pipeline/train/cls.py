@@ -29,7 +29,20 @@ def lr_at(step: int, total_steps: int, peak: float, warmup_frac: float) -> float
 
 def resolution_at(epoch: int, config: ClsConfig) -> int:
     """Progressive resizing: the first epochs see whole images scaled down, which cost about half as much."""
+    if config.resolutions:
+        return int(config.resolutions.split(",")[epoch])
     return config.low_res if epoch < config.low_res_epochs else 32
+
+
+def tta_views(x: torch.Tensor, flip: bool, translate: int) -> list[torch.Tensor]:
+    """The views test-time augmentation averages: the image, shifted by `translate` pixels up-left and
+    down-right (reflection at the border) when asked, and each view's mirror image when `flip`."""
+    views = [x]
+    if translate:
+        padded = F.pad(x, (translate,) * 4, mode="reflect")
+        side = x.shape[-1]
+        views += [padded[..., :side, :side], padded[..., 2 * translate:, 2 * translate:]]
+    return views + [v.flip(3) for v in views] if flip else views
 
 
 def prepare(images: torch.Tensor, device: torch.device, channels_last: bool, size: int = 32) -> torch.Tensor:
@@ -45,17 +58,16 @@ def prepare(images: torch.Tensor, device: torch.device, channels_last: bool, siz
 
 @torch.no_grad()
 def predict_logits(model: ResNet, images: torch.Tensor, config: ClsConfig, device: torch.device, precision: str,
-                   tta: bool) -> torch.Tensor:
+                   tta: bool, translate: int = 0) -> torch.Tensor:
     """Logits (N, 10) in float32 on the CPU for uint8 images (N, 3, 32, 32), in order; with `tta`, the mean of
-    each image's logits and its mirror image's."""
+    each image's logits and its mirror image's, and of shifted copies when `translate` (tta_views)."""
     model.eval()
     out = []
     for start in range(0, len(images), config.eval_batch_size):
         x = prepare(images[start:start + config.eval_batch_size], device, config.channels_last)
         with autocast(device, precision):
-            logits = model(x).float()
-            if tta:  # the flip the model was trained on
-                logits = (logits + model(x.flip(3)).float()) / 2
+            views = tta_views(x, tta, translate if tta else 0)
+            logits = torch.stack([model(v).float() for v in views]).mean(0)
         out.append(logits.cpu())
     return torch.cat(out) if out else torch.empty(0, 10)
 
@@ -66,6 +78,19 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
         "loss": F.cross_entropy(logits, labels).item(),
         "accuracy": (logits.argmax(1) == labels).sum().item() / max(len(labels), 1),
     }
+
+
+def parameter_groups(model: ResNet, config: ClsConfig) -> list[dict]:
+    """The optimiser's groups: one for every weight, or, when batch-norm parameters are treated apart (no
+    weight decay, another learning rate), a second for every one-dimensional parameter (batch-norm weights
+    and biases, and the classifier's bias). Each carries its learning rate as a multiple of the schedule's."""
+    if config.bn_weight_decay and config.bn_lr_scale == 1.0:
+        return [{"params": list(model.parameters()), "weight_decay": config.weight_decay, "lr_scale": 1.0}]
+    vectors = [p for p in model.parameters() if p.dim() == 1]
+    weights = [p for p in model.parameters() if p.dim() > 1]
+    return [{"params": weights, "weight_decay": config.weight_decay, "lr_scale": 1.0},
+            {"params": vectors, "weight_decay": config.weight_decay if config.bn_weight_decay else 0.0,
+             "lr_scale": config.bn_lr_scale}]
 
 
 def build_model(config: ClsConfig, device: torch.device) -> ResNet:
@@ -117,10 +142,15 @@ class ClsTask:
         # Under torchrun, DDP averages the gradients; each rank's BatchNorm normalises its own share of the
         # batch, and rank 0's running statistics are broadcast to the others at every step.
         self.net = distributed.wrap(self.model, self.world)
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=config.lr, momentum=config.momentum,
-            nesterov=True, weight_decay=config.weight_decay,
-        )
+        self.optimizer = torch.optim.SGD(parameter_groups(self.model, config), lr=config.lr,
+                                         momentum=config.momentum, nesterov=True)
+        # The averaged weights (buffers too) that validation and the test score when config.ema is set.
+        self.ema = torch.optim.swa_utils.AveragedModel(
+            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema), use_buffers=True
+        ) if config.ema else None
+        # Alternating flips: each image's side in the first epoch, the other side in every next one.
+        self.first_flips = (torch.rand(len(train_idx), generator=torch.Generator().manual_seed(config.seed)) < 0.5
+                            ).to(self.device) if config.flip == "alternate" else None
         # fp16 needs loss scaling; bf16 does not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.total_steps = self.steps_per_epoch * config.epochs
@@ -161,13 +191,14 @@ class ClsTask:
             for i in range(self.steps_per_epoch):
                 # The global batch, augmented alike on every rank (one random stream), then this rank's share.
                 idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-                images = distributed.local_share(augment(self.train_images[idx], generator, config.crop_padding),
-                                                 self.world)
+                flips = None if self.first_flips is None else self.first_flips[idx] ^ bool(epoch % 2)
+                images = distributed.local_share(augment(self.train_images[idx], generator, config.crop_padding,
+                                                         flips=flips, cutout=config.cutout), self.world)
                 x = prepare(images, self.device, config.channels_last, size)
                 y = distributed.local_share(self.train_labels[idx], self.world)
                 lr = lr_at(self.step, self.total_steps, config.lr, config.warmup_frac)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 with autocast(self.device, self.precision):
                     logits = self.net(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
@@ -175,6 +206,8 @@ class ClsTask:
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 trace.add(self.step, loss.detach() * len(y), len(y))
                 self.step += 1
                 loss_sum += loss.detach().float() * len(y)
@@ -198,9 +231,15 @@ class ClsTask:
             "loss_trace": trace.points(self.step, self.world),
         }
 
+    @property
+    def scored_model(self) -> ResNet:
+        """What validation, the test and evaluation score: the averaged weights when there are any."""
+        return self.model if self.ema is None else self.ema.module
+
     def _predict(self, images: torch.Tensor, tta: bool) -> torch.Tensor:
         """Validation and test run on rank 0 alone, on the plain module (no DDP hooks)."""
-        return predict_logits(self.model, images, self.config, self.device, self.precision, tta)
+        return predict_logits(self.scored_model, images, self.config, self.device, self.precision, tta,
+                              self.config.tta_translate)
 
     def evaluate(self) -> dict:
         if not len(self.val_labels):
@@ -225,6 +264,7 @@ class ClsTask:
             "step": self.step,
             "precision": self.precision,
             "classes": self.classes,
+            **({"ema": self.ema.state_dict(), "scored_model": self.scored_model.state_dict()} if self.ema else {}),
         }
 
     def load_state_dict(self, state: dict, checkpoint: Path) -> None:
@@ -235,4 +275,6 @@ class ClsTask:
         self.scaler.load_state_dict(state["scaler"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.step = state["step"]
