@@ -15,7 +15,8 @@ EXPERIMENTS = Path(os.environ.get("PIPELINE_EXPERIMENTS", REPO / "experiments.ya
 DESIGNS = ("seeds", "ablation", "sweep", "deletion")
 ANALYSES = ("gradient_norms",)
 FINAL_METRICS = {"cls": ("test_accuracy", "test_loss"),
-                 "mt": ("test_bleu", "test_chrf", "test_ter", "test_greedy_bleu", "test_bleu_lowercase")}
+                 "mt": ("test_bleu", "test_chrf", "test_ter", "test_greedy_bleu", "test_bleu_lowercase",
+                        "test_bleu_alone")}
 EPOCH_METRICS = {"cls": ("val_accuracy", "val_loss", "train_loss", "train_accuracy"),
                  "mt": ("val_bleu", "val_loss", "train_loss")}
 # Declared before any sweep ran: a run "diverged" when a training loss is not finite or its last epoch's
@@ -24,6 +25,7 @@ EPOCH_METRICS = {"cls": ("val_accuracy", "val_loss", "train_loss", "train_accura
 CHANCE = {"val_accuracy": 0.15, "val_bleu": 1.0}
 HIGHER_IS_BETTER = {"test_accuracy": True, "val_accuracy": True, "train_accuracy": True, "test_bleu": True,
                     "val_bleu": True, "test_chrf": True, "test_greedy_bleu": True, "test_bleu_lowercase": True,
+                    "test_bleu_alone": True,
                     "test_ter": False, "test_loss": False, "val_loss": False, "train_loss": False}
 
 

@@ -174,9 +174,9 @@ class MtTask:
             "loss_trace": trace.points(self.step, self.world),
         }
 
-    def _translate(self, sources: list[str], beam_size: int = 0) -> list[str]:
+    def _translate(self, sources: list[str], beam_size: int = 0, batch_size: int = 128) -> list[str]:
         return translate(self.model, sources, self.src_tok, self.tgt_tok, self.config.max_len, self.device,
-                         beam_size, self.config.length_penalty, length_ratio=self.config.length_ratio,
+                         beam_size, self.config.length_penalty, batch_size, length_ratio=self.config.length_ratio,
                          length_extra=self.config.length_extra)
 
     @torch.no_grad()
@@ -201,6 +201,9 @@ class MtTask:
         t0 = time.perf_counter()
         beam = self._translate(self.test_sources, self.config.beam_size)
         beam_s = time.perf_counter() - t0
+        # The same search one sentence at a time, with no padding: equal to the batched outputs for a model that
+        # masks source padding (a test checks it), different where padding reaches the attention.
+        alone = self._translate(self.test_sources, self.config.beam_size, batch_size=1)
         decodes = [{"source": s, "references": r, "greedy": g, "beam": b}
                    for s, r, g, b in zip(self.test_sources, self.test_references, greedy, beam)]
         write_json(run_dir / f"{TEST_OUTPUTS}.json", decodes)
@@ -208,6 +211,8 @@ class MtTask:
                                                           for d in decodes])
         cut = sum(len(self.src_tok.encode(s)) > self.model.max_positions for s in self.test_sources)
         return {**test_scores(greedy, beam, self.test_references, self.bleu_tokenize), "train_pairs": self.train_pairs,
+                "test_bleu_alone": corpus_bleu(alone, self.test_references, self.bleu_tokenize),
+                "outputs_changed_by_padding": sum(a != b for a, b in zip(alone, beam)),
                 "split": "published" if self.splits.published else "drawn", "test_sources_cut": cut,
                 **split_overlap(self.splits),
                 "beam_s": round(beam_s, 2)}
