@@ -42,3 +42,10 @@ def test_committed_pages_are_what_the_templates_render_now():
     assert on_disk == set(pages), "docs/generated/ holds other pages than the report renders"
     for page, text in pages.items():
         assert (COMMITTED.generated_docs / page).read_text() == text, f"docs/generated/{page} is stale"
+
+
+def test_committed_benchmarks_are_what_the_run_files_give():
+    """BENCHMARKS.md is written from the runs' files; a hand edit, or a run added without `make pages`, shows."""
+    from pipeline.report.pages import BENCHMARKS, rendered_benchmarks
+
+    assert (REPO / BENCHMARKS).read_text(encoding="utf-8") == rendered_benchmarks(COMMITTED)

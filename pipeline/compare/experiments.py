@@ -105,7 +105,8 @@ def compare_arms(metric: str, arm: str, against: str, arms: dict, items: dict, b
     a = {r["seed"]: r["values"][metric] for r in arms[arm] if metric in r["values"]}
     b = {r["seed"]: r["values"][metric] for r in arms[against] if metric in r["values"]}
     if not a or not b:
-        return {"metric": metric, "verdict": "not enough runs", "training": None, "sample_tests": None}
+        return {"metric": metric, "verdict": "not enough runs", "training": None, "sample_tests": None,
+                "borrowed": False}
     training = stats.training_difference(a, b, borrowed)
     tests = sample_tests(metric, arms[arm], arms[against], items)
     # McNemar's per-seed tests are shown beside the bootstrap; the rule reads the bootstrap of the mean.
@@ -286,6 +287,7 @@ def compare_all(paths: Paths, experiments: list[Experiment]) -> list[dict]:
         results.append(result)
     write_json(folder / "index.json", {"experiments": [r["name"] for r in results],
                                         "planned": [e.name for e in experiments]})
+    write_json(folder / "runs.json", {"runs": run_summaries(paths)})
     return results
 
 
@@ -296,3 +298,33 @@ def experiment_results(paths: Paths) -> list[dict]:
         return []
     names = read_json(folder / "index.json", "experiment index")["experiments"]
     return [read_json(folder / f"{name}.json", f"results of experiment {name}") for name in names]
+
+
+def run_summaries(paths: Paths) -> list[dict]:
+    """Every finished run under runs/, experiment or not: what it changed from its model's default config, its
+    scores, its wall time and where it ran (BENCHMARKS.md lists them all)."""
+    import dataclasses
+
+    from pipeline.config import CONFIGS, MODEL_TITLES
+
+    rows = []
+    for model in MODEL_TITLES:
+        default = dataclasses.asdict(CONFIGS[model]())
+        for folder in sorted((paths.runs / model).glob("*/")):
+            if not (folder / FINAL).exists():
+                continue
+            final = read_json(folder / FINAL, "test result of the run")
+            config = saved_config(model, read_json(folder / CONFIG, "run config"))
+            provenance = read_json(folder / PROVENANCE, "provenance file")
+            epochs = read_jsonl(folder / METRICS)
+            last = epochs[-1] if epochs else {}
+            rows.append({
+                "model": model, "name": folder.name, "seed": config["seed"], "epochs": len(epochs),
+                "changed": {k: v for k, v in config.items() if v != default[k] and k != "seed"},
+                "scores": {**{m: final[m] for m in FINAL_METRICS[model] if m in final},
+                           **{m: last[m] for m in EPOCH_METRICS[model] if m.startswith("val_") and m in last}},
+                "train_wall_s": final["train_wall_s"], "test_wall_s": final.get("test_wall_s"),
+                "provenance": {k: provenance.get(k) for k in (*PROVENANCE_FIELDS, "git_commit", "cpu_vendor",
+                                                              "cpu_flags", "started")},
+            })
+    return rows

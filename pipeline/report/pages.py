@@ -98,6 +98,13 @@ def sample_tests(tests: list[dict] | None, name: str) -> str:
     return "; ".join(words)
 
 
+def machine(provenance: dict) -> str:
+    """Where a run trained, as "CPU name (vendor, family F, model M; speed flags)": what tells kinds apart."""
+    ids = (f"{provenance.get('cpu_vendor')}, family {provenance.get('cpu_family')}, model {provenance.get('cpu_model')}"
+           if provenance.get("cpu_family") is not None else "family and model not recorded")
+    return f"{provenance.get('cpu') or '—'} ({ids}; {' '.join(provenance.get('cpu_flags') or []) or 'no speed flags'})"
+
+
 def code(value) -> Markup:
     """A value as an inline code span, shown as written: Markdown escapes a code span's content itself (so
     HTML-escaping it too would show entities) and the fence outruns any backticks inside."""
@@ -119,7 +126,7 @@ def environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True, autoescape=True)
     env.filters.update(percent=percent, number=number, minutes=minutes, cell=cell, metric=metric, code=code,
                        verbatim=verbatim, delta=delta, sd=sd, training_interval=training_interval,
-                       sample_tests=sample_tests)
+                       sample_tests=sample_tests, machine=machine)
     env.globals.update(JINJA_GLOBALS, percent=percent, number=number)
     return env
 
@@ -194,9 +201,23 @@ def rendered_pages(paths: Paths) -> dict[str, str]:
     return pages
 
 
+BENCHMARKS = "BENCHMARKS.md"  # at the root, beside the README
+
+
+def rendered_benchmarks(paths: Paths) -> str:
+    """BENCHMARKS.md: every run's numbers, read from the comparison stage's summaries and the main runs."""
+    ctx = context(paths)
+    runs_file = paths.site_assets / "experiments" / "runs.json"
+    runs = read_json(runs_file, "run summaries (run `make figures`)")["runs"] if runs_file.exists() else []
+    main_runs = {model: ctx[model]["run"] for model in ("cls", "mt")}
+    return _render(environment(), "benchmarks.md.j2", {**ctx, "benchmark_runs": runs, "main_runs": main_runs})
+
+
 def render_pages(paths: Paths) -> list[Path]:
-    """Render every page into docs/generated/ and drop pages of experiments that no longer have runs."""
+    """Render every page into docs/generated/ (and BENCHMARKS.md beside the README); drop pages of experiments
+    that no longer have runs."""
     pages = rendered_pages(paths)
+    write_text(paths.root / BENCHMARKS, rendered_benchmarks(paths))
     stale = set(paths.generated_docs.glob("experiments/*.md")) - {paths.generated_docs / p for p in pages}
     for page in stale:  # an experiment whose runs were deleted
         page.unlink()
