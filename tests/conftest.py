@@ -113,12 +113,12 @@ ADJECTIVES_GR_RU = [("ψηλός", "высокий"), ("μικρός", "мале
 
 def write_greek_russian_corpus(path: Path, hostile: bool = False) -> Path:
     """A made-up Greek<TAB>Russian file, with accents, apostrophes and punctuation as written; `hostile` puts
-    HTML that would run script into every pair, on both sides."""
+    HTML that would run script into every third pair, on both sides."""
     lines = []
     source, target = (HOSTILE_SOURCE, HOSTILE_TARGET) if hostile else ("", "")
     for (gr, ru), (gr_adj, ru_adj) in ((s, a) for s in GREEK_RUSSIAN for a in ADJECTIVES_GR_RU):
-        lines.append(f"{gr} {gr_adj}.{source}\t{ru} {ru_adj}.{target}")
-        lines.append(f"{gr} πολύ {gr_adj}!{source}\t{ru} очень {ru_adj}!{target}")
+        lines.append(f"{gr} {gr_adj}.\t{ru} {ru_adj}.")
+        lines.append(f"{gr} πολύ {gr_adj}!\t{ru} очень {ru_adj}!")
         lines.append(f"Σ’ το λέω: {gr.lower()} {gr_adj};{source}\tГоворю тебе: {ru.lower()} {ru_adj}?{target}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

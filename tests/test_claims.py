@@ -55,27 +55,29 @@ def test_confidence_sentence_follows_the_numbers(ctx):
 
 def test_beam_against_greedy_sentence_follows_the_numbers(ctx):
     ctx = copy.deepcopy(ctx)
-    pair = ctx["mt"]["metrics"]["beam_vs_greedy"]
-    pair.update(difference=3.0, ci95=1.0)
+    ctx["mt"]["metrics"]["beam_vs_greedy"] = pair = {"method": "sacrebleu's paired bootstrap (1000 resamples)"}
+    pair.update(difference=3.0, p_value=0.001)
     assert "so beam search is higher" in render(ctx)
-    pair.update(difference=-3.0, ci95=1.0)
+    pair.update(difference=-3.0, p_value=0.001)
     assert "so beam search is lower" in render(ctx)
-    pair.update(difference=0.5, ci95=1.0)
+    pair.update(difference=3.0, p_value=0.2)
     assert "so there is no clear difference between them" in render(ctx)
 
 
-def test_length_sentence_follows_the_numbers_and_skips_small_buckets(ctx):
+def test_length_sentence_follows_its_trend_test_and_every_bucket_is_shown(ctx):
     ctx = copy.deepcopy(ctx)
     t = ctx["mt"]["metrics"]
     t["bleu_by_length"] = [
         {"bucket": "1–3", "sentences": 100, "bleu": 60.0, "bleu_ci95": 3.0},
         {"bucket": "4–5", "sentences": 100, "bleu": 40.0, "bleu_ci95": 3.0},
-        {"bucket": "10+", "sentences": MIN_EVIDENCE - 1, "bleu": 5.0, "bleu_ci95": 9.0},
+        {"bucket": "10+", "sentences": 3, "bleu": 5.0, "bleu_ci95": 9.0},
     ]
+    t["length_trend"] = {"rho": -0.3, "p_value": 0.001, "sentences": 203, "score": "sentence chrF", "word": "falls"}
     text = render(ctx)
-    assert "length matters, the 1–3 bucket scores higher" in text and "10+" not in text
-    t["bleu_by_length"][1]["bleu"] = 58.0
-    assert "no clear difference between the best and the worst bucket" in render(ctx)
+    assert "quality **falls** with the source's length" in text and "ρ = -0.30" in text
+    assert "| 10+ | 3 | 5.0 | ± 9.0 |" in text and "| 1–3 | 100 | 60.0 | ± 3.0 |" in text  # every bucket, small too
+    t["length_trend"].update(rho=-0.05, p_value=0.4, word="no clear trend")
+    assert "By source length: **no clear trend**" in render(ctx)
 
 
 def test_device_and_config_text_comes_from_the_run(ctx):

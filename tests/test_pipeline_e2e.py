@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from markupsafe import escape
 from PIL import Image
 from scipy import stats
 
@@ -124,7 +125,7 @@ def test_numbers_on_pages_equal_the_metrics(built):
     assert f"**{number(mt['test_bleu'])}** ± {number(mt['test_bleu_ci95'])}" in home
     assert f"**{percent(cls['test_accuracy'])}**" in resnet
     for row in cls["per_class"]:
-        cells = f"| {row['class']} | {percent(row['precision'], 1)} | {percent(row['recall'], 1)} | " \
+        cells = f"| {escape(row['class'])} | {percent(row['precision'], 1)} | {percent(row['recall'], 1)} | " \
                 f"{percent(row['f1'], 1)} | {row['support']} |"
         assert cells in resnet
     for name in ("bleu", "chrf", "ter"):
