@@ -26,16 +26,20 @@ def _metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_resume_reproduces_an_uninterrupted_run(corpus_root, monkeypatch):
+def _whole_and_interrupted(corpus_root, monkeypatch):
+    """A run trained whole into whole/, and the same run stopped after two epochs in parts/."""
     paths, config = Paths(corpus_root), _config(corpus_root)
     whole = runner.run(MtTask(config, paths), "mt", corpus_root / "whole")
-
     interrupted = MtTask(config, paths)
     interrupt_at(monkeypatch, interrupted, 2)
     with pytest.raises(PipelineError, match="--resume"):
         runner.run(interrupted, "mt", corpus_root / "parts")
     assert len(_metrics(corpus_root / "parts")) == 2
+    return paths, config, whole
 
+
+def test_resume_reproduces_an_uninterrupted_run(corpus_root, monkeypatch):
+    paths, config, whole = _whole_and_interrupted(corpus_root, monkeypatch)
     resumed = runner.run(MtTask(config, paths), "mt", corpus_root / "parts", resume=True)
     for a, b in zip(_metrics(corpus_root / "whole"), _metrics(corpus_root / "parts"), strict=True):
         for key in DETERMINISTIC:
@@ -73,12 +77,7 @@ def test_a_resumed_run_reads_with_its_stored_subword_models(corpus_root, monkeyp
     must read with the pieces stored in its checkpoint, and end where an uninterrupted run ends."""
     from pipeline.data.translation import Tokenizer
 
-    paths, config = Paths(corpus_root), _config(corpus_root)
-    whole = runner.run(MtTask(config, paths), "mt", corpus_root / "whole")
-    interrupted = MtTask(config, paths)
-    interrupt_at(monkeypatch, interrupted, 2)
-    with pytest.raises(PipelineError, match="--resume"):
-        runner.run(interrupted, "mt", corpus_root / "parts")
+    paths, config, whole = _whole_and_interrupted(corpus_root, monkeypatch)
     stored = runner.load_checkpoint(corpus_root / "parts" / "checkpoint.pt")["task"]
 
     learn = Tokenizer.train.__func__
