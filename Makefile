@@ -136,10 +136,10 @@ serve: $(PAGES) $(NOTEBOOKS) ## browse the site at http://127.0.0.1:8000 (mkdocs
 deploy: $(SITE) ## publish site/ to the gh-pages branch (built as the Pages workflow builds it)
 	$(BIN)/ghp-import --no-jekyll --push --force $(ROOT)/site
 
-bench-cls: $(SETUP) ## train the default ResNet run, print its table, time a plain fp32 baseline beside it
+bench-cls: $(SETUP) ## train the default ResNet run, print its table, time a plain baseline and torch.compile beside it (CLS_ARGS=--speed_only: the timings alone)
 	$(PY) -m pipeline bench cls $(CLS_ARGS)
 
-bench-mt: $(SETUP) ## train the default Transformer run and print its table and test scores
+bench-mt: $(SETUP) ## train the default Transformer run, print its table and test scores, time its beam search batched and one sentence at a time
 	$(PY) -m pipeline bench mt $(MT_ARGS)
 
 test: $(SETUP) ## run the test suite (fast, CPU, no real data)

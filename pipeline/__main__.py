@@ -32,6 +32,9 @@ def build_parser() -> OptionParser:
                                                               f"(default: {MAIN_RUN})")
             if stage == "train":
                 sub.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+            elif model == "cls":
+                sub.add_argument("--speed_only", action="store_true",
+                                 help="only time the training step eager and under torch.compile (minutes, no run)")
             add_config_options(sub, model)
     sub = stages.add_parser("experiments", help="train the missing runs of experiments.yaml (resumes), then compare")
     sub.add_argument("names", nargs="*", metavar="NAME", help="only these experiments (default: all)")
@@ -50,7 +53,8 @@ def build_parser() -> OptionParser:
 def _run(args: argparse.Namespace) -> None:
     paths = default_paths()
     if args.stage in ("train", "bench"):
-        options = {k: v for k, v in vars(args).items() if k not in ("stage", "model", "profile", "name", "resume")}
+        options = {k: v for k, v in vars(args).items()
+                   if k not in ("stage", "model", "profile", "name", "resume", "speed_only")}
         config = make_config(args.model, args.profile, options)
         if args.stage == "train":
             from pipeline.train import train
@@ -59,7 +63,7 @@ def _run(args: argparse.Namespace) -> None:
         else:
             from pipeline.bench import bench
 
-            bench(args.model, config, paths.run(args.model, args.name), paths)
+            bench(args.model, config, paths.run(args.model, args.name), paths, getattr(args, "speed_only", False))
     elif args.stage in ("experiments", "compare"):
         from pipeline.compare.experiments import compare_all
         from pipeline.experiments.definitions import load_experiments

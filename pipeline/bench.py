@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import torch
 
-from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineError, changed_fields
-from pipeline.io import read_json, read_jsonl
+from pipeline.config import CONFIG, DECODE_SPEED, FINAL, METRICS, PROVENANCE, STEP_SPEED, TEST_OUTPUTS, Paths, \
+    PipelineError, changed_fields
+from pipeline.io import read_json, read_jsonl, write_json
 from pipeline.train import train
-from pipeline.train.runner import SPEED_FLAGS
+from pipeline.train.runner import SPEED_FLAGS, pick_device, progress, provenance as machine_provenance
 
 BASELINE_STEPS = 30  # timed steps per recipe, in ROUNDS alternating rounds, each after WARMUP_STEPS untimed ones
 ROUNDS = 2
 WARMUP_STEPS = 2
+# What a speed measurement records of where it ran, beside its numbers.
+MACHINE_FIELDS = ("device", "device_name", "cpu", "cpu_vendor", "cpu_family", "cpu_model", "cpu_flags", "threads",
+                  "git_commit", "started")
 
 
 def _train(model: str, config, run_dir: Path, paths: Paths) -> tuple[list[dict], dict]:
@@ -39,6 +44,31 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
 
 
+def training_step(model, images: torch.Tensor, labels: torch.Tensor, config, device: torch.device, precision: str,
+                  side: int = 32):
+    """Our training step as a call without arguments, for timing: a random batch of the uint8 images,
+    augmented on the device and scaled to side pixels, one SGD step in `precision`."""
+    import torch.nn.functional as F
+
+    from pipeline.data.cifar10 import augment
+    from pipeline.train.cls import prepare
+    from pipeline.train.runner import autocast
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    generator = torch.Generator().manual_seed(0)  # draws on the CPU, as in training
+
+    def step():
+        idx = torch.randint(0, len(labels), (config.batch_size,), generator=generator)
+        x = prepare(augment(images[idx].to(device), generator, config.crop_padding), device, config.channels_last,
+                    side)
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(x), labels[idx].to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return step
+
+
 def _baseline_rates(config, precision: str, paths: Paths) -> tuple[float, float]:
     """Images/s at 32 px of the plain recipe (fp32, NCHW, PIL transforms, DataLoader) and of ours, same batch
     size, timed in alternation (plain, ours, plain, ours) so that a drifting machine hurts both alike."""
@@ -46,9 +76,9 @@ def _baseline_rates(config, precision: str, paths: Paths) -> tuple[float, float]
     import torchvision.transforms as T
     from PIL import Image
 
-    from pipeline.data.cifar10 import MEAN, STD, augment, load_cifar10
-    from pipeline.train.cls import build_model, prepare
-    from pipeline.train.runner import autocast, pick_device, steps_per_second
+    from pipeline.data.cifar10 import MEAN, STD, load_cifar10
+    from pipeline.train.cls import build_model
+    from pipeline.train.runner import steps_per_second
 
     device = pick_device(config.device)
     data = load_cifar10(paths.data, strict_counts=config.train_limit == 0 and config.test_limit == 0)
@@ -75,19 +105,7 @@ def _baseline_rates(config, precision: str, paths: Paths) -> tuple[float, float]
         loss.backward()
         plain_opt.step()
 
-    ours = build_model(config, device)
-    ours_opt = torch.optim.SGD(ours.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    generator = torch.Generator().manual_seed(0)
-
-    def our_step():
-        idx = torch.randint(0, len(labels), (config.batch_size,), generator=generator)
-        x = prepare(augment(data.train_images[idx].to(device), generator, config.crop_padding), device,
-                    config.channels_last)
-        with autocast(device, precision):
-            loss = F.cross_entropy(ours(x), labels[idx].to(device))
-        ours_opt.zero_grad()
-        loss.backward()
-        ours_opt.step()
+    our_step = training_step(build_model(config, device), data.train_images, labels, config, device, precision)
 
     rates = {"plain": [], "ours": []}
     for _ in range(ROUNDS):
@@ -95,6 +113,47 @@ def _baseline_rates(config, precision: str, paths: Paths) -> tuple[float, float]
             rate = steps_per_second(step, BASELINE_STEPS // ROUNDS, WARMUP_STEPS, device)
             rates[name].append(rate * config.batch_size)
     return sum(rates["plain"]) / ROUNDS, sum(rates["ours"]) / ROUNDS
+
+
+def compile_rates(config, task) -> dict:
+    """Our training step eager and under torch.compile (inductor), side by side at every image side of the
+    run's schedule, on the training images of `task` (a ClsTask) in its precision: images/s of each (timed in
+    alternation after a warm-up) and the seconds the compiled step's first calls took (compiling, once per
+    side). From these, the training time of the whole schedule both ways, compile time included, and the
+    share saved."""
+    from pipeline.train.cls import build_model, resolution_at
+    from pipeline.train.runner import steps_per_second, synchronize
+
+    device = task.device
+    schedule = [resolution_at(epoch, config) for epoch in range(config.epochs)]
+    sides = []
+    for side in sorted(set(schedule)):
+        eager, compiled = (training_step(model, task.train_images, task.train_labels, config, device, task.precision,
+                                         side) for model in (build_model(config, device),
+                                                             torch.compile(build_model(config, device))))
+        t0 = time.perf_counter()
+        try:
+            for _ in range(WARMUP_STEPS):
+                compiled()
+        except Exception as error:  # inductor needs a working C++ compiler (CPU) or Triton (GPU)
+            raise PipelineError(f"torch.compile could not compile the training step on this machine at {side} px "
+                                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                                "inductor needs a C++ compiler on the CPU and Triton on a GPU.") from error
+        synchronize(device)
+        compile_s = time.perf_counter() - t0
+        rates = {"eager": [], "compiled": []}
+        for _ in range(ROUNDS):
+            for name, step in (("eager", eager), ("compiled", compiled)):
+                rates[name].append(steps_per_second(step, BASELINE_STEPS // ROUNDS, WARMUP_STEPS, device)
+                                   * config.batch_size)
+        sides.append({"side": side, "epochs": schedule.count(side), "compile_s": round(compile_s, 1),
+                      **{f"{k}_images_per_s": round(sum(v) / ROUNDS, 1) for k, v in rates.items()}})
+    per_epoch = task.steps_per_epoch * config.batch_size
+    eager_s = sum(s["epochs"] * per_epoch / s["eager_images_per_s"] for s in sides)
+    compiled_s = sum(s["compile_s"] + s["epochs"] * per_epoch / s["compiled_images_per_s"] for s in sides)
+    return {"sides": sides, "train_images": per_epoch, "batch_size": config.batch_size, "precision": task.precision,
+            "eager_s": round(eager_s, 1), "compiled_s": round(compiled_s, 1),
+            "saved": round(1 - compiled_s / eager_s, 3)}
 
 
 def images_until(records: list[dict], accuracy: float) -> tuple[int, float] | None:
@@ -108,7 +167,63 @@ def images_until(records: list[dict], accuracy: float) -> tuple[int, float] | No
     return None
 
 
-def bench(model: str, config, run_dir: Path, paths: Paths) -> None:
+def decode_speed(run_dir: Path, device: torch.device) -> dict:
+    """The run's beam search over its test sources, timed on this machine both ways: batched with cached keys
+    and values, and one sentence at a time re-decoding every prefix (the search before the cache), with how
+    many outputs the two agree on. Written to the run's decode_speed.json."""
+    from pipeline.scoring.decode import translate
+    from pipeline.train.mt import load_trained
+
+    config, model, src_tok, tgt_tok = load_trained(run_dir, device)
+    sources = [d["source"] for d in read_json(run_dir / f"{TEST_OUTPUTS}.json", "test decodes of the run")]
+    timed, outputs = {}, {}
+    for way, reference in (("batched", False), ("one_at_a_time", True)):
+        with progress(len(sources), f"beam search, {way.replace('_', ' ')}", "sentences") as bar, torch.no_grad():
+            t0 = time.perf_counter()
+            outputs[way] = translate(model, sources, src_tok, tgt_tok, config.max_len, device,
+                                     config.beam_size, config.length_penalty, length_ratio=config.length_ratio,
+                                     length_extra=config.length_extra, reference=reference, done=bar.update)
+            timed[way] = time.perf_counter() - t0
+    machine = machine_provenance(config.seed, device, "fp32")  # decoding runs in fp32
+    result = {"sentences": len(sources), "beam_size": config.beam_size, "corpus": config.corpus,
+              "batched_s": round(timed["batched"], 2), "one_at_a_time_s": round(timed["one_at_a_time"], 2),
+              "speedup": round(timed["one_at_a_time"] / timed["batched"], 2),
+              "same_outputs": sum(a == b for a, b in zip(outputs["batched"], outputs["one_at_a_time"])),
+              **{k: v for k, v in machine.items() if k in MACHINE_FIELDS}}
+    write_json(run_dir / DECODE_SPEED, result)
+    return result
+
+
+def step_speed(config, run_dir: Path, paths: Paths) -> dict:
+    """compile_rates() in the precision a run of this config trains in here, with the machine it ran on;
+    written to the run folder's step_speed.json."""
+    from pipeline.train.cls import ClsTask
+
+    task = ClsTask(config, paths)
+    result = {**compile_rates(config, task),
+              **{k: v for k, v in machine_provenance(config.seed, task.device, task.precision).items()
+                 if k in MACHINE_FIELDS}}
+    write_json(run_dir / STEP_SPEED, result)
+    return result
+
+
+def print_step_speed(speed: dict) -> None:
+    print(_table(["image side", "epochs", "eager images/s", "compiled images/s", "compile s"],
+                 [[s["side"], s["epochs"], s["eager_images_per_s"], s["compiled_images_per_s"], s["compile_s"]]
+                  for s in speed["sides"]]))
+    print(f"the schedule's training: {speed['eager_s'] / 60:.1f} min eager, {speed['compiled_s'] / 60:.1f} min "
+          f"compiled (compile included): {100 * speed['saved']:+.1f}% saved; adopted only at 10% or more")
+
+
+def bench(model: str, config, run_dir: Path, paths: Paths, speed_only: bool = False) -> None:
+    if speed_only:
+        if model != "cls":
+            raise PipelineError("--speed_only times the ResNet's training step; the Transformer's benchmark "
+                                "needs its trained run.")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        print("timing our step eager and under torch.compile at each image side of the schedule ...")
+        print_step_speed(step_speed(config, run_dir, paths))
+        return
     records, final = _train(model, config, run_dir, paths)
     provenance = read_json(run_dir / PROVENANCE, "provenance file")
     print(f"machine: {provenance['device_name']} ({provenance['device']}), {provenance['threads']} threads, "
@@ -137,6 +252,8 @@ def bench(model: str, config, run_dir: Path, paths: Paths) -> None:
             [f"ours: {layout}, {provenance['precision']}, batch augmentation on the device", f"{ours:.1f}"],
         ]))
         print(f"throughput ratio: {ours / plain:.2f}x")
+        print("\ntiming our step eager and under torch.compile at each image side of the schedule ...")
+        print_step_speed(step_speed(config, run_dir, paths))
     elif model == "mt":
         rows = [[r["epoch"] + 1, f"{r['train_s']:.1f}", f"{r['tokens_per_s']:.0f}", f"{r.get('val_loss', 0):.3f}",
                  f"{r.get('val_bleu', 0):.2f}"] for r in records]
@@ -147,5 +264,14 @@ def bench(model: str, config, run_dir: Path, paths: Paths) -> None:
         print(f"test TER  {final['test_ter']:.2f}  ({final['ter_signature']})")
         print(f"test BLEU on lower-cased text {final['test_bleu_lowercase']:.2f}  ({final['bleu_lowercase_signature']})")
         print(f"greedy BLEU {final['test_greedy_bleu']:.2f}; beam {config.beam_size} is what the scores above use")
+        print(f"\ntiming beam search ({config.beam_size}) over the {final['test_sentences']} test sentences, batched "
+              "and one sentence at a time ...")
+        speed = decode_speed(run_dir, pick_device(config.device))
+        print(_table(["beam search", "seconds"], [
+            ["batched, cached keys and values", f"{speed['batched_s']:.1f}"],
+            ["one sentence at a time, every prefix re-decoded", f"{speed['one_at_a_time_s']:.1f}"],
+        ]))
+        print(f"speed-up: {speed['speedup']:.1f}x; the two agree on {speed['same_outputs']} of {speed['sentences']} "
+              f"outputs (written to {run_dir / DECODE_SPEED})")
     else:
         raise PipelineError(f"No benchmark for {model!r}.")

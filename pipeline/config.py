@@ -26,6 +26,8 @@ TEST_PREDICTIONS = "test_predictions"  # each test item's prediction alone (.npz
 #                                        by the paired tests of the comparison stage
 CONFIG = "config.json"
 PROVENANCE = "provenance.json"
+DECODE_SPEED = "decode_speed.json"  # the Transformer's beam search timed batched and one sentence at a time (bench)
+STEP_SPEED = "step_speed.json"  # the ResNet's training step timed eager and under torch.compile (bench)
 MAIN_RUN = "main"  # the run the model pages show
 
 
@@ -169,6 +171,7 @@ class MtConfig:
     lr: float = 1e-3  # peak learning rate after warm-up
     warmup_steps: int = 100  # optimiser steps of linear warm-up; an epoch of the toy task is about 90
     label_smoothing: float = 0.1  # probability mass spread evenly over the vocabulary in the training loss
+    average_last: int = 0  # validation and the test score the mean of the weights at the end of the last this-many epochs (0 or 1: the last weights)
     clip_norm: float = 1.0  # gradients are rescaled to at most this global L2 norm
     max_len: int = 32  # longest decoded output, in tokens
     length_ratio: float = 1.5  # an output is also cut at length_ratio x its source's tokens + length_extra

@@ -134,8 +134,8 @@ tiny-residual:
   control: residual
   budget: one smoke epoch
   runs:
-    residual: {}
-    plain: {shortcuts: false}
+    residual: {width: 16}
+    plain: {shortcuts: false, width: 16}
 seeds-cls:
   model: cls
   question: How far does accuracy move with the seed?

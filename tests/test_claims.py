@@ -6,15 +6,16 @@ import re
 import pytest
 
 from pipeline.config import REPO, Paths
-from pipeline.report.claims import MIN_EVIDENCE, compare, proportion_halfwidth
+from pipeline.report.claims import MIN_EVIDENCE, means_differ, proportions_differ
 from pipeline.report.pages import context, environment
 
 
-def test_compare_words():
-    assert compare(0.9, 0.8, 0.05) == "higher"
-    assert compare(0.8, 0.9, 0.05) == "lower"
-    assert compare(0.8, 0.82, 0.05) == "no clear difference"
-    assert proportion_halfwidth(0.5, 10_000) == pytest.approx(0.0098, abs=1e-4)
+def test_the_words_follow_the_tests():
+    assert proportions_differ(0.9, 1000, 0.8, 1000)["word"] == "higher"
+    assert proportions_differ(0.8, 1000, 0.9, 1000)["word"] == "lower"
+    assert proportions_differ(0.80, 100, 0.82, 100)["word"] == "no clear difference"
+    assert means_differ(0.6, 0.1, 100, 0.9, 0.1, 900)["word"] == "lower"
+    assert means_differ(0.80, 0.2, 30, 0.81, 0.2, 30)["word"] == "no clear difference"
 
 
 @pytest.fixture(scope="module")

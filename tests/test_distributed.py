@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 ARGS = {
     "cls": ["--profile", "smoke", "--epochs", "2", "--train_limit", "128", "--val_size", "32", "--test_limit", "32",
-            "--batch_size", "32", "--precision", "fp32"],
+            "--batch_size", "32", "--precision", "fp32", "--width", "16"],
     "mt": ["--profile", "smoke", "--epochs", "2"],
 }
 

@@ -208,8 +208,13 @@ def test_provenance_names_threads_speed_flags_and_precision(cifar_root, monkeypa
     assert set(provenance["cpu_flags"]) <= set(runner.SPEED_FLAGS)
 
 
-def test_bench_reads_a_run_written_before_newer_fields_and_prints_every_part(cifar_root, capsys):
+def test_bench_reads_a_run_written_before_newer_fields_and_prints_every_part(cifar_root, capsys, monkeypatch):
     from pipeline.bench import bench, images_until
+
+    import pipeline.bench
+
+    monkeypatch.setattr(torch, "compile", lambda model: model)  # compiling is timed for real by make bench-cls
+    monkeypatch.setattr(pipeline.bench, "BASELINE_STEPS", 2)  # what is printed, not how fast, is tested here
 
     paths, config, run_dir = Paths(cifar_root), make_config("cls", "full", TINY), cifar_root / "runs" / "cls" / "old"
     runner.run(ClsTask(config, paths), "cls", run_dir)
@@ -219,8 +224,15 @@ def test_bench_reads_a_run_written_before_newer_fields_and_prints_every_part(cif
     bench("cls", config, run_dir, paths)
     out = capsys.readouterr().out
     assert "already holds a finished run of this config" in out
-    for part in ("chosen: ", "| epoch | pixels |", "first reached 80%", "validation took", "throughput ratio: "):
+    for part in ("chosen: ", "| epoch | pixels |", "first reached 80%", "validation took", "throughput ratio: ",
+                 "| image side | epochs | eager images/s |", "compiled (compile included)"):
         assert part in out, part
+    speed = json.loads((run_dir / "step_speed.json").read_text())
+    schedule = [r["resolution"] for r in _metrics(run_dir)]
+    assert [s["side"] for s in speed["sides"]] == sorted(set(schedule))
+    assert [s["epochs"] for s in speed["sides"]] == [schedule.count(s) for s in sorted(set(schedule))]
+    assert speed["eager_s"] == pytest.approx(sum(s["epochs"] * speed["train_images"] / s["eager_images_per_s"]
+                                                 for s in speed["sides"]), rel=0.05)
     # epochs logged before image counts were: images/s x seconds
     records = [{"images_per_s": 100.0, "train_s": 3.0, "val_accuracy": 0.5, "elapsed_s": 4.0},
                {"images": 200, "val_accuracy": 0.8, "elapsed_s": 7.0}]

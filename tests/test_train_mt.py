@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from pipeline.config import Paths, PipelineError, make_config
 from pipeline.train import runner
@@ -26,9 +27,9 @@ def _metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def _whole_and_interrupted(corpus_root, monkeypatch):
+def _whole_and_interrupted(corpus_root, monkeypatch, *extra):
     """A run trained whole into whole/, and the same run stopped after two epochs in parts/."""
-    paths, config = Paths(corpus_root), _config(corpus_root)
+    paths, config = Paths(corpus_root), _config(corpus_root, *extra)
     whole = runner.run(MtTask(config, paths), "mt", corpus_root / "whole")
     interrupted = MtTask(config, paths)
     interrupt_at(monkeypatch, interrupted, 2)
@@ -131,3 +132,37 @@ def test_a_split_folder_with_a_missing_or_malformed_file_names_it(corpus_root, d
     config = make_config("mt", "smoke", ["--corpus", str(corpus_root / "split")])
     with pytest.raises(PipelineError, match=message):
         MtTask(config, Paths(corpus_root))
+
+
+def test_bench_times_beam_search_both_ways_and_finds_them_agree(corpus_root, capsys):
+    from pipeline.bench import bench
+    from pipeline.compare.experiments import speed_measurements
+
+    paths, config = Paths(corpus_root), _config(corpus_root, "--epochs", "1")
+    final = runner.run(MtTask(config, paths), "mt", paths.run("mt"))
+    bench("mt", config, paths.run("mt"), paths)
+    speed = json.loads((paths.run("mt") / "decode_speed.json").read_text())
+    assert speed["sentences"] == final["test_sentences"] and speed["same_outputs"] == speed["sentences"]
+    assert speed["batched_s"] > 0 and speed["one_at_a_time_s"] > 0 and speed["cpu_vendor"]
+    assert f"agree on {speed['sentences']} of {speed['sentences']} outputs" in capsys.readouterr().out
+    assert speed_measurements(paths) == [{"kind": "decode", "model": "mt", "name": "main", **speed}]
+
+
+def test_averaged_weights_are_scored_kept_in_the_checkpoint_and_survive_a_resume(corpus_root, monkeypatch):
+    from pipeline.train.mt import average_weights
+
+    paths, config, _ = _whole_and_interrupted(corpus_root, monkeypatch, "--average_last", "2")
+    runner.run(MtTask(config, paths), "mt", corpus_root / "parts", resume=True)
+    for a, b in zip(_metrics(corpus_root / "whole"), _metrics(corpus_root / "parts"), strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    state = runner.load_checkpoint(corpus_root / "whole" / "checkpoint.pt")["task"]
+    assert len(state["snapshots"]) == 2
+    assert all(torch.equal(state["snapshots"][-1][k].cpu(), v.cpu()) for k, v in state["model"].items())
+    averaged = average_weights(state["snapshots"])
+    assert all(torch.allclose(state["scored_model"][k].cpu(), v) for k, v in averaged.items())
+    assert not all(torch.equal(averaged[k], v.cpu()) for k, v in state["model"].items())
+    # Without averaging, the first epoch scores the same weights, and the later ones others.
+    runner.run(MtTask(_config(corpus_root), paths), "mt", corpus_root / "plain")
+    plain_epochs, averaged_epochs = _metrics(corpus_root / "plain"), _metrics(corpus_root / "whole")
+    assert plain_epochs[0]["val_loss"] == pytest.approx(averaged_epochs[0]["val_loss"], rel=1e-6)
+    assert plain_epochs[-1]["val_loss"] != pytest.approx(averaged_epochs[-1]["val_loss"], rel=1e-6)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.compare import stats
-from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, TEST_PREDICTIONS, Paths, saved_config
+from pipeline.config import CONFIG, DECODE_SPEED, FINAL, METRICS, PROVENANCE, STEP_SPEED, TEST_PREDICTIONS, Paths, \
+    saved_config
 from pipeline.evaluate.analyses import DELETION, analysis_path
 from pipeline.scoring.bleu import paired_bleu, signature_tokenizer
 from pipeline.experiments.definitions import CHANCE, EPOCH_METRICS, FINAL_METRICS, HIGHER_IS_BETTER, Experiment, \
@@ -287,7 +288,7 @@ def compare_all(paths: Paths, experiments: list[Experiment]) -> list[dict]:
         results.append(result)
     write_json(folder / "index.json", {"experiments": [r["name"] for r in results],
                                         "planned": [e.name for e in experiments]})
-    write_json(folder / "runs.json", {"runs": run_summaries(paths)})
+    write_json(folder / "runs.json", {"runs": run_summaries(paths), "speed": speed_measurements(paths)})
     return results
 
 
@@ -328,3 +329,14 @@ def run_summaries(paths: Paths) -> list[dict]:
                                                               "cpu_flags", "started")},
             })
     return rows
+
+
+def speed_measurements(paths: Paths) -> list[dict]:
+    """Every speed measurement `python -m pipeline bench` left in a run folder: the Transformer's beam search
+    timed both ways (DECODE_SPEED), the ResNet's training step eager and compiled (STEP_SPEED)."""
+    found = []
+    for kind, file in (("decode", DECODE_SPEED), ("step", STEP_SPEED)):
+        for path in sorted(paths.runs.glob(f"*/*/{file}")):
+            found.append({"kind": kind, "model": path.parent.parent.name, "name": path.parent.name,
+                          **read_json(path, "speed measurement")})
+    return found

@@ -8,15 +8,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import CHECKPOINT, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, Paths, config_from_dict
-from pipeline.data.translation import BOS_ID, Tokenizer, pad_batch
+from pipeline.config import FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, Paths
+from pipeline.data.translation import BOS_ID, pad_batch
 from pipeline.evaluate import run_summary
 from pipeline.scoring.bleu import bleu_tokenizer, corpus_scores, decode_cases, paired_bleu, sentence_scores, \
     signature_tokenizer, words
 from pipeline.io import read_json, record_timing, save_arrays, write_json
 from pipeline.models.transformer import Transformer, causal_mask, padding_mask, target_mask
-from pipeline.train.mt import build_model, check_fingerprints, load_splits
-from pipeline.train.runner import load_checkpoint
+from pipeline.train.mt import load_trained
 
 ATTENTION_PER_CASE = 2  # test sentences per case (best, typical, worst) whose attention is kept
 ATTENTION_WORDS = (3, 12)  # source length (words) of those sentences: long enough to show, short enough to read
@@ -83,16 +82,9 @@ def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
     t0 = time.perf_counter()
     run_dir = paths.run("mt", name)
     out_dir = run_dir / "eval"
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT)
     final = read_json(run_dir / FINAL, "test result of the run (unfinished? make train-mt resumes it)")
     outputs = read_json(run_dir / f"{TEST_OUTPUTS}.json", "test decodes of the run")
-    config = config_from_dict("mt", checkpoint["config"])
-    _, fingerprints = load_splits(config)
-    check_fingerprints(checkpoint["task"], fingerprints, run_dir / CHECKPOINT, config.corpus)
-    src_tok, tgt_tok = Tokenizer(checkpoint["task"]["src_tokenizer"]), Tokenizer(checkpoint["task"]["tgt_tokenizer"])
-    model = build_model(config, len(src_tok), len(tgt_tok), torch.device("cpu"))
-    model.load_state_dict(checkpoint["task"]["model"])
-
+    config, model, src_tok, tgt_tok = load_trained(run_dir, torch.device("cpu"))
     sources = [d["source"] for d in outputs]
     references = [d["references"] for d in outputs]
     greedy, beam = [d["greedy"] for d in outputs], [d["beam"] for d in outputs]

@@ -1,38 +1,35 @@
-"""Sentences from numbers: the words a page uses for a comparison are computed, never typed in."""
+"""Sentences from numbers: the words a page uses for a comparison are computed, never typed in, by the
+comparison stage's rule (pipeline.compare.stats: a difference counts at the 5 % level)."""
 
 from __future__ import annotations
 
-import math
+from scipy import stats
+
+from pipeline.compare.stats import ALPHA
 
 MIN_EVIDENCE = 20  # items a headline claim must rest on; fewer and the page shows the numbers without a claim
-Z95 = 1.96  # two-sided 95% normal quantile
 
 
-def compare(a: float, b: float, spread: float) -> str:
-    """"higher", "lower" or "no clear difference": a against b, where a difference within `spread`
-    (the 95% half-width of a - b) does not count."""
-    if abs(a - b) <= spread:
-        return "no clear difference"
-    return "higher" if a > b else "lower"
+def _worded(difference: float, p_value: float, method: str) -> dict:
+    word = "no clear difference" if p_value >= ALPHA else ("higher" if difference > 0 else "lower")
+    return {"difference": difference, "p_value": float(p_value), "method": method, "word": word}
 
 
-def proportion_halfwidth(p: float, n: int) -> float:
-    """95% half-width of a proportion p measured on n items (normal approximation)."""
-    return Z95 * math.sqrt(max(p * (1 - p), 0.0) / n) if n else math.inf
+def proportions_differ(p_a: float, n_a: int, p_b: float, n_b: int) -> dict:
+    """Proportion p_a of n_a items against p_b of n_b other items (say, test against validation accuracy):
+    the difference, Fisher's exact test of their right/wrong counts, and its word ("higher", "lower" or
+    "no clear difference")."""
+    right_a, right_b = round(p_a * n_a), round(p_b * n_b)
+    table = [[right_a, n_a - right_a], [right_b, n_b - right_b]]
+    return _worded(p_a - p_b, stats.fisher_exact(table).pvalue, "Fisher's exact test")
 
 
-def difference_halfwidth(*halfwidths: float) -> float:
-    """95% half-width of a difference of independent estimates, from their own half-widths."""
-    return math.sqrt(sum(h * h for h in halfwidths))
+def means_differ(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b: int) -> dict:
+    """Mean of n_a values against the mean of n_b other values, from their means and standard deviations:
+    the difference, Welch's t-test, and its word."""
+    result = stats.ttest_ind_from_stats(mean_a, sd_a, n_a, mean_b, sd_b, n_b, equal_var=False)
+    return _worded(mean_a - mean_b, result.pvalue, "Welch's t-test")
 
 
-def mean_difference_halfwidth(sd_a: float, n_a: int, sd_b: float, n_b: int) -> float:
-    """95% half-width of the difference of two means of independent samples."""
-    if not n_a or not n_b:
-        return math.inf
-    return Z95 * math.sqrt(sd_a ** 2 / n_a + sd_b ** 2 / n_b)
-
-
-JINJA_GLOBALS = {"compare": compare, "proportion_halfwidth": proportion_halfwidth,
-                 "difference_halfwidth": difference_halfwidth, "mean_difference_halfwidth": mean_difference_halfwidth,
+JINJA_GLOBALS = {"proportions_differ": proportions_differ, "means_differ": means_differ,
                  "MIN_EVIDENCE": MIN_EVIDENCE}

@@ -208,9 +208,10 @@ def rendered_benchmarks(paths: Paths) -> str:
     """BENCHMARKS.md: every run's numbers, read from the comparison stage's summaries and the main runs."""
     ctx = context(paths)
     runs_file = paths.site_assets / "experiments" / "runs.json"
-    runs = read_json(runs_file, "run summaries (run `make figures`)")["runs"] if runs_file.exists() else []
+    summaries = read_json(runs_file, "run summaries (run `make figures`)") if runs_file.exists() else {}
     main_runs = {model: ctx[model]["run"] for model in ("cls", "mt")}
-    return _render(environment(), "benchmarks.md.j2", {**ctx, "benchmark_runs": runs, "main_runs": main_runs})
+    return _render(environment(), "benchmarks.md.j2", {**ctx, "benchmark_runs": summaries.get("runs", []),
+                                                       "speed": summaries.get("speed", []), "main_runs": main_runs})
 
 
 def render_pages(paths: Paths) -> list[Path]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from pipeline.data.translation import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, pad_batch
@@ -181,9 +183,12 @@ def reference_beam_search(model: Transformer, src: torch.Tensor, beam_size: int,
 
 def translate(model: Transformer, sources: list[str], src_tok: Tokenizer, tgt_tok: Tokenizer, max_len: int,
               device: torch.device, beam_size: int = 0, alpha: float = 0.6, batch_size: int = 128,
-              length_ratio: float = 1.5, length_extra: int = 8) -> list[str]:
+              length_ratio: float = 1.5, length_extra: int = 8, reference: bool = False,
+              done: Callable[[int], object] | None = None) -> list[str]:
     """Source sentences as written -> output sentences as written: greedy if beam_size is 0, else beam search,
-    batch_size sentences at a time (sorted by length, so batches hold little padding).
+    batch_size sentences at a time (sorted by length, so batches hold little padding); reference=True beam
+    searches with reference_beam_search(), one sentence at a time and uncached, to time the two against
+    each other. done(n), if given, is called after each batch of n sentences (a progress bar's update).
 
     An output is cut at length_ratio x its source's tokens + length_extra, and at max_len. Sources longer than
     the model's positional table are cut to fit, and so is max_len."""
@@ -197,12 +202,20 @@ def translate(model: Transformer, sources: list[str], src_tok: Tokenizer, tgt_to
     caps = [max(1, min(max_len, int(length_ratio * len(ids)) + length_extra)) for ids in encoded]
     outputs: list[list[int]] = [[] for _ in sources]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
+    if reference:
+        batch_size = 1
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         src = pad_batch([encoded[i] for i in chunk], bos_eos=False).to(device)
         chunk_caps = [caps[i] for i in chunk]
-        decoded = [ids for ids, _ in beam_search(model, src, beam_size, chunk_caps, alpha)] if beam_size \
-            else greedy_decode(model, src, max_len, chunk_caps)
+        if beam_size and reference:
+            decoded = [reference_beam_search(model, src, beam_size, chunk_caps[0], alpha)[0]]
+        elif beam_size:
+            decoded = [ids for ids, _ in beam_search(model, src, beam_size, chunk_caps, alpha)]
+        else:
+            decoded = greedy_decode(model, src, max_len, chunk_caps)
         for i, ids in zip(chunk, decoded):
             outputs[i] = ids
+        if done:
+            done(len(chunk))
     return [tgt_tok.decode(ids) for ids in outputs]

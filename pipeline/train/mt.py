@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import TEST_OUTPUTS, TEST_PREDICTIONS, MtConfig, Paths, PipelineError
+from pipeline.config import CHECKPOINT, TEST_OUTPUTS, TEST_PREDICTIONS, MtConfig, Paths, PipelineError, config_from_dict
 from pipeline.data.translation import (
     PAD_ID, Splits, Tokenizer, corpus_path, file_sha256, length_batches, load_pairs, pad_batch, published_files,
     read_published, split_fingerprint, split_overlap, split_pairs, with_all_references,
@@ -20,7 +20,7 @@ from pipeline.scoring.decode import translate
 from pipeline.io import write_json
 from pipeline.models.transformer import Transformer, make_transformer
 from pipeline.train import distributed
-from pipeline.train.runner import LossTrace, epoch_generator, pick_device, progress, seed_everything
+from pipeline.train.runner import LossTrace, epoch_generator, load_checkpoint, pick_device, progress, seed_everything
 
 
 def lr_at(step: int, warmup_steps: int, peak: float) -> float:
@@ -83,6 +83,26 @@ def check_fingerprints(saved: dict, current: dict, checkpoint: Path, corpus: str
 REPORT_EVERY = 20  # steps between progress-bar readings of the running loss (each one waits for the device)
 
 
+
+def average_weights(states: list[dict]) -> dict:
+    """The element-wise mean of several state dicts of one network (integer buffers from the last)."""
+    return {k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[-1].items()}
+
+
+def load_trained(run_dir: Path, device: torch.device) -> tuple[MtConfig, Transformer, Tokenizer, Tokenizer]:
+    """A finished run's config, the model it was scored with (in eval mode, on device; averaged weights where
+    the run averaged them) and its stored subword models, after checking that its corpus is the one it was
+    trained on."""
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    config = config_from_dict("mt", checkpoint["config"])
+    _, fingerprints = load_splits(config)
+    check_fingerprints(checkpoint["task"], fingerprints, run_dir / CHECKPOINT, config.corpus)
+    src_tok, tgt_tok = Tokenizer(checkpoint["task"]["src_tokenizer"]), Tokenizer(checkpoint["task"]["tgt_tokenizer"])
+    model = build_model(config, len(src_tok), len(tgt_tok), device)
+    model.load_state_dict(checkpoint["task"].get("scored_model", checkpoint["task"]["model"]))
+    return config, model.eval(), src_tok, tgt_tok
+
 class MtTask:
     """The Transformer on a translation corpus, as the shared epoch loop drives it."""
 
@@ -121,6 +141,8 @@ class MtTask:
         self.model = build_model(config, len(self.src_tok), len(self.tgt_tok), self.device)
         self.net = distributed.wrap(self.model, self.world)  # DDP under torchrun: gradients averaged over ranks
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-9)
+        self.snapshots: list[dict] = []  # the weights at the end of the last average_last epochs, on the CPU
+        self.scored_model = self.model
 
     def _tensors(self, ids: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
         src = pad_batch([s for s, _ in ids], bos_eos=False).to(self.device)
@@ -166,6 +188,7 @@ class MtTask:
                     bar.set_postfix(loss=f"{loss_sum.item() * self.world.size / tokens:.3f}", lr=f"{lr:.2e}")
         seconds = time.perf_counter() - t0
         loss_sum = distributed.sum_over_ranks(loss_sum, self.world)
+        self._average()
         return {
             "train_loss": loss_sum.item() / max(tokens, 1),
             "lr": lr,
@@ -174,8 +197,17 @@ class MtTask:
             "loss_trace": trace.points(self.step, self.world),
         }
 
+    def _average(self) -> None:
+        """Keep this epoch's weights among the last average_last, and score their mean from now on."""
+        if self.config.average_last <= 1:
+            return
+        self.snapshots = [*self.snapshots, {k: v.detach().to("cpu", copy=True) for k, v in
+                                            self.model.state_dict().items()}][-self.config.average_last:]
+        self.scored_model = build_model(self.config, len(self.src_tok), len(self.tgt_tok), self.device)
+        self.scored_model.load_state_dict(average_weights(self.snapshots))
+
     def _translate(self, sources: list[str], beam_size: int = 0, batch_size: int = 128) -> list[str]:
-        return translate(self.model, sources, self.src_tok, self.tgt_tok, self.config.max_len, self.device,
+        return translate(self.scored_model, sources, self.src_tok, self.tgt_tok, self.config.max_len, self.device,
                          beam_size, self.config.length_penalty, batch_size, length_ratio=self.config.length_ratio,
                          length_extra=self.config.length_extra)
 
@@ -183,13 +215,13 @@ class MtTask:
     def evaluate(self) -> dict:
         if not self.val_pairs:
             return {}
-        self.model.eval()
+        self.scored_model.eval()
         ids = [(self.src_tok.encode(s), self.tgt_tok.encode(t)) for s, t in self.val_pairs]
         loss_sum, tokens = torch.zeros((), device=self.device), 0
         for start in range(0, len(ids), 256):
             src, tgt = self._tensors(ids[start:start + 256])
             n = sum(len(t) + 1 for _, t in ids[start:start + 256])
-            loss_sum += sequence_loss(self.model, src, tgt, self.config.label_smoothing) * n
+            loss_sum += sequence_loss(self.scored_model, src, tgt, self.config.label_smoothing) * n
             tokens += n
         hypotheses = self._translate(self.val_sources)
         return {"val_loss": loss_sum.item() / tokens, "val_bleu": corpus_bleu(hypotheses, self.val_references,
@@ -209,7 +241,7 @@ class MtTask:
         write_json(run_dir / f"{TEST_OUTPUTS}.json", decodes)
         write_json(run_dir / f"{TEST_PREDICTIONS}.json", [{k: d[k] for k in ("source", "references", "beam")}
                                                           for d in decodes])
-        cut = sum(len(self.src_tok.encode(s)) > self.model.max_positions for s in self.test_sources)
+        cut = sum(len(self.src_tok.encode(s)) > self.scored_model.max_positions for s in self.test_sources)
         return {**test_scores(greedy, beam, self.test_references, self.bleu_tokenize), "train_pairs": self.train_pairs,
                 "test_bleu_alone": corpus_bleu(alone, self.test_references, self.bleu_tokenize),
                 "outputs_changed_by_padding": sum(a != b for a, b in zip(alone, beam)),
@@ -222,6 +254,7 @@ class MtTask:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
+            **({"snapshots": self.snapshots, "scored_model": self.scored_model.state_dict()} if self.snapshots else {}),
             "src_tokenizer": self.src_tok.model_proto,
             "tgt_tokenizer": self.tgt_tok.model_proto,
             **self.fingerprints,
@@ -236,3 +269,6 @@ class MtTask:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
+        if state.get("snapshots"):
+            self.snapshots = state["snapshots"][:-1]
+            self._average()  # the last snapshot is the model's own weights, just loaded
