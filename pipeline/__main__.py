@@ -27,7 +27,8 @@ def build_parser() -> OptionParser:
             sub = models.add_parser(model, help=MODEL_TITLES[model], description=f"{what}: {MODEL_TITLES[model]}.")
             sub.add_argument("--profile", default="full", choices=list(PROFILES[model]),
                              help="full (the default recipe), smoke (a tiny run of seconds)"
-                                  + (", short (the harder ~150k-pair subset)" if "short" in PROFILES[model] else ""))
+                                  + (", short (the harder ~132k-pair subset), long (the ~35k pairs of longer "
+                                     "sentences)" if "short" in PROFILES[model] else ""))
             sub.add_argument("--name", default=MAIN_RUN, help=f"the run's folder under runs/{model}/ "
                                                               f"(default: {MAIN_RUN})")
             if stage == "train":

@@ -338,3 +338,15 @@ def test_an_averaged_run_scores_its_averaged_weights(cifar_root):
     scored.load_state_dict(state["scored_model"])
     logits = predict_logits(scored, task.test_images, config, task.device, "fp32", config.test_tta)
     assert final["test_accuracy"] == pytest.approx((logits.argmax(1) == task.test_labels).float().mean().item())
+
+
+def test_the_loss_trace_averages_windows_and_folds_a_short_last_one_into_the_one_before():
+    def trace(steps, first=0):
+        t = runner.LossTrace(torch.device("cpu"), first)
+        for step in range(first, first + steps):
+            t.add(step, torch.tensor(float(step)), 1)
+        return t.points(first + steps, runner.World())
+
+    assert trace(60) == [[25, 12.0], [60, 42.0]]  # steps 25-59 together: 10 leftover steps are too few alone
+    assert trace(70) == [[25, 12.0], [50, 37.0], [70, 59.5]]  # 20 leftover steps stand alone
+    assert trace(10, first=100) == [[110, 104.5]]

@@ -4,8 +4,8 @@ import pytest
 
 from pipeline.config import PipelineError
 from pipeline.data.translation import (
-    CORPUS, UNK_ID, Tokenizer, group_key, length_batches, load_pairs, normalize, pad_batch, read_tsv, split_pairs,
-    with_all_references,
+    CORPUS, SHORT_MAX_WORDS, UNK_ID, Tokenizer, group_key, length_batches, load_pairs, normalize, pad_batch, read_tsv,
+    split_pairs, with_all_references,
 )
 from pipeline.scoring.bleu import corpus_bleu, corpus_scores
 
@@ -64,6 +64,14 @@ def test_toy_subset_keeps_its_definition_and_its_text_as_written():
     assert not test_keys & {group_key(s) for s, _ in splits.train}
     sources, references = with_all_references(splits.test)
     assert len(sources) == len({s for s, _ in splits.test}) and sum(map(len, references)) == len(splits.test)
+
+
+def test_the_long_subset_is_every_pair_the_short_one_leaves_out():
+    long = load_pairs("long")
+    assert 30_000 <= len(long) <= 40_000
+    longest = lambda fr, en: max(len(normalize(fr).split()), len(normalize(en).split()))  # noqa: E731
+    assert all(longest(fr, en) > SHORT_MAX_WORDS for fr, en in long)
+    assert max(longest(fr, en) for fr, en in long) > 3 * SHORT_MAX_WORDS
 
 
 def test_length_batches_padded_tensors_stay_within_the_budget_and_cover_everything():

@@ -26,7 +26,8 @@ TOY_PREFIXES = (
     "we are", "we re ", "they are", "they re ",
 )
 TOY_MAX_TOKENS = 10  # both sides strictly shorter, as in the tutorial
-SHORT_MAX_WORDS = 10  # the harder subset: both sides at most this many words
+SHORT_MAX_WORDS = 10  # the harder subset: both sides at most this many words; "long" is every other pair
+SUBSETS = ("toy", "short", "long")  # the named subsets of the shipped Tatoeba file
 
 
 def normalize(text: str) -> str:
@@ -76,8 +77,8 @@ def read_tsv(path: Path, source_column: int, target_column: int) -> list[tuple[s
 
 
 def corpus_path(corpus: str) -> Path:
-    """The file behind a corpus name: the shipped Tatoeba file for "toy" and "short", else the path given."""
-    return CORPUS if corpus in ("toy", "short") else Path(corpus)
+    """The file behind a corpus name: the shipped Tatoeba file for its named subsets, else the path given."""
+    return CORPUS if corpus in SUBSETS else Path(corpus)
 
 
 def file_sha256(path: Path) -> str:
@@ -91,15 +92,16 @@ def file_sha256(path: Path) -> str:
 def load_pairs(corpus: str, limit: int = 0) -> list[tuple[str, str]]:
     """(source, target) pairs as written: (French, English) of the named Tatoeba subset, chosen by the
     tutorial's filter on the normalised text, or the two columns of a user TSV."""
-    if corpus in ("toy", "short"):
+    if corpus in SUBSETS:
         pairs = []
         for en, fr in read_tsv(CORPUS, 0, 1):
             fr_words, en_norm = normalize(fr).split(), normalize(en)
+            short = len(fr_words) <= SHORT_MAX_WORDS and len(en_norm.split()) <= SHORT_MAX_WORDS
             if corpus == "toy":
                 keep = len(fr_words) < TOY_MAX_TOKENS and len(en_norm.split()) < TOY_MAX_TOKENS \
                     and en_norm.startswith(TOY_PREFIXES)
             else:
-                keep = len(fr_words) <= SHORT_MAX_WORDS and len(en_norm.split()) <= SHORT_MAX_WORDS
+                keep = short if corpus == "short" else not short
             if keep:
                 pairs.append((fr, en))
     else:
@@ -128,7 +130,7 @@ SPLIT_FILES = {"train": ("train.tsv",), "valid": ("valid.tsv", "dev.tsv"), "test
 def published_files(corpus: str, valid_corpus: str = "", test_corpus: str = "") -> dict[str, Path] | None:
     """The train, valid and test files of a published split: a folder named by --corpus that holds them, or
     --corpus (training) with --valid_corpus and --test_corpus; None for a corpus this project splits itself."""
-    folder = Path(corpus) if corpus not in ("toy", "short") else None
+    folder = Path(corpus) if corpus not in SUBSETS else None
     if folder is not None and folder.is_dir():
         files = {}
         for split, names in SPLIT_FILES.items():

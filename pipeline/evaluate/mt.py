@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from pipeline.config import FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, Paths
-from pipeline.data.translation import BOS_ID, pad_batch
+from pipeline.data.translation import BOS_ID, SUBSETS, pad_batch
 from pipeline.evaluate import run_summary
 from pipeline.scoring.bleu import bleu_tokenizer, corpus_scores, decode_cases, paired_bleu, sentence_scores, \
     signature_tokenizer, words
@@ -133,7 +133,7 @@ def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
                                  "test_near_duplicates_of_train") if k in final},
         "src_lang": config.src_lang,
         "tgt_lang": config.tgt_lang,
-        "corpus": config.corpus if config.corpus in ("toy", "short") else Path(config.corpus).name,
+        "corpus": config.corpus if config.corpus in SUBSETS else Path(config.corpus).name,
         "src_vocab": len(src_tok),
         "tgt_vocab": len(tgt_tok),
         "parameters": sum(p.numel() for p in model.parameters()),

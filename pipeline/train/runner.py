@@ -147,7 +147,8 @@ class LossTrace:
         self.counts[-1] += count
 
     def points(self, last_step: int, world: World) -> list[list[float]]:
-        """[[step at the window's end, mean loss], ...], summed over ranks."""
+        """[[step at the window's end, mean loss], ...], summed over ranks. An epoch's last window shorter than
+        half of TRACE_EVERY joins the one before, so no point rests on a step or two."""
         from pipeline.train.distributed import sum_over_ranks
 
         if not self.sums:
@@ -155,6 +156,8 @@ class LossTrace:
         sums, counts = sum_over_ranks(torch.stack([torch.stack(self.sums), torch.stack(self.counts)]),
                                       world).tolist()
         ends = [min(self.first_step + (i + 1) * TRACE_EVERY, last_step) for i in range(len(sums))]
+        if len(ends) > 1 and ends[-1] - ends[-2] < TRACE_EVERY / 2:
+            sums[-2:], counts[-2:], ends[-2:] = [sum(sums[-2:])], [sum(counts[-2:])], [ends[-1]]
         return [[end, round(total / max(count, 1e-12), 5)] for end, total, count in zip(ends, sums, counts)]
 
 
