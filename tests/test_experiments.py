@@ -285,3 +285,21 @@ def test_a_page_shows_runs_whose_provenance_differs_and_the_verdict_of_the_rule(
     assert "| bf16 |" in page and "| fp32 |" in page
     assert "differ in `shortcuts` and in nothing else" in page
     assert "| b against a | val_accuracy |" in page and "**lower**" in page
+
+
+def test_padding_sentences_follow_the_numbers_by_the_rule():
+    from pipeline.compare.experiments import padding_sentences
+
+    def run(seed, padded, alone, changed):
+        return {"seed": seed, "values": {"test_bleu": padded, "test_bleu_alone": alone},
+                "changed_by_padding": changed, "test_sentences": 500}
+
+    lowered = padding_sentences({"no-source-padding": [run(0, 30.1, 38.0, 200), run(1, 31.0, 38.4, 210),
+                                                       run(2, 29.5, 37.9, 190)]})
+    assert lowered[0].startswith("no-source-padding: test BLEU 30.20 decoded in padded batches and 38.10 one "
+                                 "sentence at a time") and "changed 200 of 500 outputs" in lowered[0]
+    assert "padding lowers the score (" in lowered[0] and "paired t over 3 shared seeds" in lowered[0]
+    noisy = padding_sentences({"both-masks": [run(0, 38.0, 38.0, 0), run(1, 39.0, 38.5, 3), run(2, 37.0, 37.6, 2)]})
+    assert "no clear difference" in noisy[0]
+    assert "stays open" in padding_sentences({"one": [run(0, 30.0, 38.0, 100)]})[0]
+    assert padding_sentences({"old": [{"seed": 0, "values": {"test_bleu": 30.0}}]}) == []

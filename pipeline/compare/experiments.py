@@ -45,6 +45,8 @@ def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | Non
             "loss_trace": [point for r in epochs for point in r.get("loss_trace", [])],
             "train_wall_s": final["train_wall_s"], "commit": provenance["git_commit"],
             "bleu_signature": final.get("bleu_signature", ""),
+            **({"changed_by_padding": final["outputs_changed_by_padding"], "test_sentences": final["test_sentences"]}
+               if "outputs_changed_by_padding" in final else {}),
             "provenance": {k: provenance.get(k, 1 if k == "processes" else None) for k in PROVENANCE_FIELDS},
             "diverged": diverged,
             "at_chance": any(m in last and last[m] <= floor for m, floor in CHANCE.items()),
@@ -187,6 +189,35 @@ def gradient_norm_sentences(norms: dict) -> list[str]:
     return lines
 
 
+def padding_sentences(arms: dict[str, list[dict]]) -> list[str]:
+    """For each arm whose runs decoded the test set both in padded batches (test_bleu) and one sentence at a
+    time (test_bleu_alone): both scores, how many outputs the padding changed, and whether padding lowers BLEU
+    by the one rule (paired t over the arm's seeds)."""
+    lines = []
+    for arm, runs in arms.items():
+        runs = [r for r in runs if "test_bleu_alone" in r["values"] and "changed_by_padding" in r]
+        if not runs:
+            continue
+        padded = {r["seed"]: r["values"]["test_bleu"] for r in runs}
+        alone = {r["seed"]: r["values"]["test_bleu_alone"] for r in runs}
+        difference = stats.training_difference(padded, alone)
+        word = stats.verdict(difference)
+        changed = np.mean([r["changed_by_padding"] for r in runs])
+        line = (f"{arm}: test BLEU {np.mean(list(padded.values())):.2f} decoded in padded batches and "
+                f"{np.mean(list(alone.values())):.2f} one sentence at a time, with no padding "
+                f"({len(runs)} run{'s' if len(runs) > 1 else ''}); the padding changed {changed:.0f} of "
+                f"{runs[0]['test_sentences']} outputs")
+        if word == "not enough runs":
+            line += "; one run gives no interval, so whether padding lowers the score stays open."
+        else:
+            interval = f"{difference['low']:+.2f} to {difference['high']:+.2f}, {difference['method']}"
+            line += {"lower": f"; padding lowers the score ({interval}).",
+                     "higher": f"; padding raises the score ({interval}).",
+                     "no clear difference": f"; no clear difference ({interval})."}[word]
+        lines.append(line)
+    return lines
+
+
 def borrowed_spreads(paths: Paths, experiments: list[Experiment]) -> dict:
     """Per model and metric, the seed spread of the model's seeds experiment (its default recipe), which arms
     with a single run borrow: {"sd", "n", "source"}."""
@@ -259,6 +290,8 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
                   **summaries[experiment.metrics[0]][records[0]["arm"]]}
     else:
         answer = {"kind": "ablation", "metric": experiment.metrics[0]}
+    if experiment.model == "mt":
+        extra["padding_sentences"] = padding_sentences(arms)
     arm_fields = {k for r in records for k in r["config"]} - {"seed"}
     varied = {k for k in differing_fields(records) if k in arm_fields}
     return {
