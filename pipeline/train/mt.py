@@ -83,7 +83,6 @@ def check_fingerprints(saved: dict, current: dict, checkpoint: Path, corpus: str
 REPORT_EVERY = 20  # steps between progress-bar readings of the running loss (each one waits for the device)
 
 
-
 def average_weights(states: list[dict]) -> dict:
     """The element-wise mean of several state dicts of one network (integer buffers from the last)."""
     return {k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
@@ -102,6 +101,7 @@ def load_trained(run_dir: Path, device: torch.device) -> tuple[MtConfig, Transfo
     model = build_model(config, len(src_tok), len(tgt_tok), device)
     model.load_state_dict(checkpoint["task"].get("scored_model", checkpoint["task"]["model"]))
     return config, model.eval(), src_tok, tgt_tok
+
 
 class MtTask:
     """The Transformer on a translation corpus, as the shared epoch loop drives it."""
@@ -241,7 +241,7 @@ class MtTask:
         write_json(run_dir / f"{TEST_OUTPUTS}.json", decodes)
         write_json(run_dir / f"{TEST_PREDICTIONS}.json", [{k: d[k] for k in ("source", "references", "beam")}
                                                           for d in decodes])
-        cut = sum(len(self.src_tok.encode(s)) > self.scored_model.max_positions for s in self.test_sources)
+        cut = sum(len(self.src_tok.encode(s)) > self.model.max_positions for s in self.test_sources)
         return {**test_scores(greedy, beam, self.test_references, self.bleu_tokenize), "train_pairs": self.train_pairs,
                 "test_bleu_alone": corpus_bleu(alone, self.test_references, self.bleu_tokenize),
                 "outputs_changed_by_padding": sum(a != b for a, b in zip(alone, beam)),
