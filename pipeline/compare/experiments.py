@@ -290,8 +290,6 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
                   **summaries[experiment.metrics[0]][records[0]["arm"]]}
     else:
         answer = {"kind": "ablation", "metric": experiment.metrics[0]}
-    if experiment.model == "mt":
-        extra["padding_sentences"] = padding_sentences(arms)
     arm_fields = {k for r in records for k in r["config"]} - {"seed"}
     varied = {k for k in differing_fields(records) if k in arm_fields}
     return {
@@ -303,7 +301,8 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         "differing_fields": differing_fields(records), "varied_fields": sorted(varied),
         "differing_provenance": differing_fields(records, "provenance"),
         "runs": records, "summaries": summaries, "comparisons": comparisons, "answer": answer,
-        "borrowed_spreads": spreads, "train_wall_s": sum(r["train_wall_s"] for r in records), **extra,
+        "borrowed_spreads": spreads, "train_wall_s": sum(r["train_wall_s"] for r in records),
+        "padding_sentences": padding_sentences(arms) if experiment.model == "mt" else [], **extra,
     }
 
 
