@@ -1,7 +1,7 @@
 """Command line: python -m pipeline STAGE [MODEL] [options]; `python -m pipeline STAGE MODEL --help` lists them.
 
-stages: train MODEL, bench MODEL, experiments [NAME ...], evaluate MODEL, compare, figures MODEL|experiments,
-        manifest, pages, notebooks
+stages: train MODEL, bench MODEL, split FOLDER, experiments [NAME ...], evaluate MODEL, compare,
+        figures MODEL|experiments, manifest, pages, notebooks
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ def build_parser() -> OptionParser:
                 sub.add_argument("--speed_only", action="store_true",
                                  help="only time the training step eager and under torch.compile (minutes, no run)")
             add_config_options(sub, model)
+    what = "write the translation split a Transformer run with these options draws as train.tsv, valid.tsv, test.tsv"
+    sub = stages.add_parser("split", help=what, description=f"{what}: to train on as a published split "
+                            "(--corpus FOLDER), or to score other systems on the same sentences.")
+    sub.add_argument("folder", help="where the three files go")
+    sub.add_argument("--profile", default="full", choices=list(PROFILES["mt"]), help="the profile's corpus")
+    add_config_options(sub, "mt")
     sub = stages.add_parser("experiments", help="train the missing runs of experiments.yaml (resumes), then compare")
     sub.add_argument("names", nargs="*", metavar="NAME", help="only these experiments (default: all)")
     sub = stages.add_parser("evaluate", help="evaluate a model's main run: predictions, Grad-CAM, decodes, attention")
@@ -65,6 +71,17 @@ def _run(args: argparse.Namespace) -> None:
             from pipeline.bench import bench
 
             bench(args.model, config, paths.run(args.model, args.name), paths, getattr(args, "speed_only", False))
+    elif args.stage == "split":
+        from pathlib import Path
+
+        from pipeline.data.translation import write_split
+        from pipeline.train.mt import load_splits
+
+        options = {k: v for k, v in vars(args).items() if k not in ("stage", "folder", "profile")}
+        splits, fingerprints = load_splits(make_config("mt", args.profile, options))
+        counts = write_split(splits, Path(args.folder))
+        print(f"{', '.join(f'{n} {f}' for f, n in counts.items())} pairs in {args.folder} (split "
+              f"{fingerprints['split_fingerprint']}); train on it with --corpus {args.folder}")
     elif args.stage in ("experiments", "compare"):
         from pipeline.compare.experiments import compare_all
         from pipeline.experiments.definitions import load_experiments

@@ -120,6 +120,22 @@ def test_a_published_split_is_used_as_given_and_every_test_line_is_scored(corpus
     assert runner.run(MtTask(files, paths), "mt", corpus_root / "files")["test_bleu"] == pytest.approx(final["test_bleu"])
 
 
+def test_a_drawn_split_written_as_three_files_reads_back_as_the_same_published_split(corpus_root, capsys):
+    from pipeline.__main__ import main
+    from pipeline.data.translation import Splits, write_split
+    from pipeline.train.mt import load_splits
+
+    drawn, _ = load_splits(_config(corpus_root, "--seed", "3"))
+    assert main(["split", str(corpus_root / "split"), "--corpus", str(corpus_root / "tiny.tsv"), "--seed", "3",
+                 "--profile", "smoke"]) == 0
+    assert f"{len(drawn.test)} test.tsv pairs" in capsys.readouterr().out
+    given, _ = load_splits(make_config("mt", "smoke", ["--corpus", str(corpus_root / "split")]))
+    assert given.published and (given.train, given.val, given.test) == (drawn.train, drawn.val, drawn.test)
+    with pytest.raises(PipelineError, match=r"tab or a line break.*'je\\tsuis'.*Nothing was written"):
+        write_split(Splits([("je\tsuis", "i am")], [], []), corpus_root / "bad")
+    assert not (corpus_root / "bad").exists()
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda folder: (folder / "valid.tsv").unlink(), r"split is a folder of a published split, but it has no "
                                                      r"valid\.tsv or dev\.tsv"),

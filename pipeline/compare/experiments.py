@@ -357,6 +357,9 @@ def run_summaries(paths: Paths) -> list[dict]:
                 "scores": {**{m: final[m] for m in FINAL_METRICS[model] if m in final},
                            **{m: last[m] for m in EPOCH_METRICS[model] if m.startswith("val_") and m in last}},
                 "train_wall_s": final["train_wall_s"], "test_wall_s": final.get("test_wall_s"),
+                # what the test score was computed on: images, or sentences of a split drawn here or published
+                "test_items": final.get("test_images", final.get("test_sentences")),
+                "split": final.get("split", "drawn") if model == "mt" else None,
                 "provenance": {k: provenance.get(k) for k in (*PROVENANCE_FIELDS, "git_commit", "cpu_vendor",
                                                               "cpu_flags", "started")},
             })

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from pipeline.config import PipelineError
+from pipeline.io import write_text
 
 CORPUS = Path(__file__).parent / "corpus" / "fra-eng.txt.gz"  # lines "English<TAB>French"; see NOTICE
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)  # the tokenizers are trained with these ids
@@ -156,6 +157,23 @@ def read_published(files: dict[str, Path]) -> Splits:
     if not train:
         raise PipelineError(f"{files['train']} has no sentence pairs with both sides non-empty.")
     return Splits(train, read_tsv(files["valid"], 0, 1), read_tsv(files["test"], 0, 1), published=True)
+
+
+def write_split(splits: Splits, folder: Path) -> dict[str, int]:
+    """The three files of a split (train.tsv, valid.tsv, test.tsv: source<TAB>target lines, UTF-8), as a
+    published split is given: to train on as one (--corpus FOLDER), or to score other systems on the same
+    sentences. Pairs per file."""
+    for name, pairs in (("training", splits.train), ("validation", splits.val), ("test", splits.test)):
+        bad = next((p for p in pairs if any(c in side for side in p for c in "\t\r\n")), None)
+        if bad is not None:
+            raise PipelineError(f"A {name} pair holds a tab or a line break, which a split file of source<TAB>target "
+                                f"lines cannot keep: {bad!r}. Nothing was written to {folder}.")
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for file, pairs in (("train.tsv", splits.train), ("valid.tsv", splits.val), ("test.tsv", splits.test)):
+        write_text(folder / file, "".join(f"{source}\t{target}\n" for source, target in pairs))
+        counts[file] = len(pairs)
+    return counts
 
 
 def split_overlap(splits: Splits) -> dict:
