@@ -115,6 +115,14 @@ def _baseline_rates(config, precision: str, paths: Paths) -> tuple[float, float]
     return sum(rates["plain"]) / ROUNDS, sum(rates["ours"]) / ROUNDS
 
 
+def _ticking(step, bar):
+    """step(), then one tick of the progress bar."""
+    def ticked():
+        step()
+        bar.update(1)
+    return ticked
+
+
 def compile_rates(config, task) -> dict:
     """Our training step eager and under torch.compile (inductor), side by side at every image side of the
     run's schedule, on the training images of `task` (a ClsTask) in its precision: images/s of each (timed in
@@ -127,10 +135,12 @@ def compile_rates(config, task) -> dict:
     device = task.device
     schedule = [resolution_at(epoch, config) for epoch in range(config.epochs)]
     sides = []
+    per_side = WARMUP_STEPS + 2 * ROUNDS * (WARMUP_STEPS + BASELINE_STEPS // ROUNDS)  # steps timed or not
+    bar = progress(len(set(schedule)) * per_side, "training steps, eager and compiled", "steps")
     for side in sorted(set(schedule)):
-        eager, compiled = (training_step(model, task.train_images, task.train_labels, config, device, task.precision,
-                                         side) for model in (build_model(config, device),
-                                                             torch.compile(build_model(config, device))))
+        eager, compiled = (_ticking(training_step(model, task.train_images, task.train_labels, config, device,
+                                                  task.precision, side), bar)
+                           for model in (build_model(config, device), torch.compile(build_model(config, device))))
         t0 = time.perf_counter()
         try:
             for _ in range(WARMUP_STEPS):
@@ -148,6 +158,7 @@ def compile_rates(config, task) -> dict:
                                    * config.batch_size)
         sides.append({"side": side, "epochs": schedule.count(side), "compile_s": round(compile_s, 1),
                       **{f"{k}_images_per_s": round(sum(v) / ROUNDS, 1) for k, v in rates.items()}})
+    bar.close()
     per_epoch = task.steps_per_epoch * config.batch_size
     eager_s = sum(s["epochs"] * per_epoch / s["eager_images_per_s"] for s in sides)
     compiled_s = sum(s["compile_s"] + s["epochs"] * per_epoch / s["compiled_images_per_s"] for s in sides)
