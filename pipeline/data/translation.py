@@ -170,7 +170,8 @@ def write_split(splits: Splits, folder: Path) -> dict[str, int]:
                                 f"lines cannot keep: {bad!r}. Nothing was written to {folder}.")
     folder.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for file, pairs in (("train.tsv", splits.train), ("valid.tsv", splits.val), ("test.tsv", splits.test)):
+    for split, pairs in (("train", splits.train), ("valid", splits.val), ("test", splits.test)):
+        file = SPLIT_FILES[split][0]
         write_text(folder / file, "".join(f"{source}\t{target}\n" for source, target in pairs))
         counts[file] = len(pairs)
     return counts
