@@ -49,3 +49,11 @@ def test_committed_benchmarks_are_what_the_run_files_give():
     from pipeline.report.pages import BENCHMARKS, rendered_benchmarks
 
     assert (REPO / BENCHMARKS).read_text(encoding="utf-8") == rendered_benchmarks(COMMITTED)
+
+
+def test_no_committed_answer_rests_on_a_run_from_uncommitted_changes():
+    """Runs trained from a tree with uncommitted changes are listed as not counted, never compared."""
+    folder = COMMITTED.site_assets / "experiments"
+    for name in json.loads((folder / "index.json").read_text())["experiments"]:
+        result = json.loads((folder / f"{name}.json").read_text())
+        assert not [r["folder"] for r in result["runs"] if r["commit"].endswith("-dirty")], name

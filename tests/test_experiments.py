@@ -244,14 +244,14 @@ def test_gradient_norms_cover_every_layer_of_the_four_networks():
     assert all(v["init"] > 0 and v["trained"] > 0 for vs in result["networks"].values() for v in vs)
 
 
-def _write_run(root, name, seed, accuracy, precision="fp32", shortcuts=True):
+def _write_run(root, name, seed, accuracy, precision="fp32", shortcuts=True, commit="abc"):
     from pipeline.config import make_config
     from pipeline.io import write_json
 
     folder = root / "runs" / "cls" / name
     config = make_config("cls", "smoke", {"seed": seed, "shortcuts": shortcuts})
     write_json(folder / "config.json", {"model": "cls", **dataclasses.asdict(config)})
-    write_json(folder / "provenance.json", {"git_commit": "abc", "precision": precision, "processes": 1,
+    write_json(folder / "provenance.json", {"git_commit": commit, "precision": precision, "processes": 1,
                                             "device": "cpu", "cpu": "AMD EPYC", "cpu_family": 25, "cpu_model": 1,
                                             "threads": 2})
     (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 2.0, "val_accuracy": accuracy,
@@ -285,6 +285,35 @@ def test_a_page_shows_runs_whose_provenance_differs_and_the_verdict_of_the_rule(
     assert "| bf16 |" in page and "| fp32 |" in page
     assert "differ in `shortcuts` and in nothing else" in page
     assert "| b against a | val_accuracy |" in page and "**lower**" in page
+
+
+def test_a_run_from_uncommitted_changes_counts_only_in_a_draft_report(tmp_path, monkeypatch):
+    from pipeline.compare.experiments import COUNT_UNCOMMITTED, compare_all, compare_experiment
+    from pipeline.config import Paths
+    from pipeline.figures.build import build_experiments
+    from pipeline.report.pages import EXPERIMENT_PAGE, environment
+
+    experiment = parse_experiments(copy.deepcopy(GOOD), tmp_path / "x.yaml")[0]
+    _write_run(tmp_path, "tiny-a", 0, 0.80)
+    _write_run(tmp_path, "tiny-b", 0, 0.60, shortcuts=False, commit="abc-dirty")
+    monkeypatch.setenv(COUNT_UNCOMMITTED, "0")
+    result = compare_experiment(Paths(tmp_path), experiment)
+    assert [r["folder"] for r in result["runs"]] == ["tiny-a"] and not result["comparisons"]
+    assert [r["folder"] for r in result["uncounted"]] == ["tiny-b"]
+    page = environment().get_template(EXPERIMENT_PAGE).render(e={**result, "figures": {}}, assets="../../assets")
+    assert "1 of 2 planned runs have finished and count" in page and "**Not counted:** `tiny-b`" in page
+    assert "--name tiny-b" in page  # how to train it again
+    stale = tmp_path / "site_assets" / "experiments" / "gone.png"  # of an experiment with no run that counts
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"")
+    compare_all(Paths(tmp_path), [experiment])
+    index = json.loads((tmp_path / "site_assets" / "experiments" / "index.json").read_text())
+    assert index["uncounted"] == {"tiny": ["tiny-b"]}
+    assert [f["path"] for f in build_experiments(Paths(tmp_path))] == ["experiments/tiny.png"]
+    assert not stale.exists()
+    monkeypatch.setenv(COUNT_UNCOMMITTED, "1")
+    result = compare_experiment(Paths(tmp_path), experiment)
+    assert len(result["runs"]) == 2 and not result["uncounted"] and result["comparisons"]
 
 
 def test_padding_sentences_follow_the_numbers_by_the_rule():

@@ -6,6 +6,7 @@ predictions, the analyses) and imports no model. Every verdict comes from pipeli
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from pipeline.io import load_arrays, read_json, read_jsonl, write_json
 # their config, and the page says so.
 PROVENANCE_FIELDS = ("precision", "processes", "device", "cpu", "cpu_family", "cpu_model", "threads")
 ITEM_METRICS = {"test_accuracy", "test_bleu"}  # scored per test item: a paired test on the items applies
+# Set to 1 for a draft report that also counts runs trained from a tree with uncommitted changes.
+COUNT_UNCOMMITTED = "PIPELINE_COUNT_UNCOMMITTED"
 
 
 def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | None:
@@ -51,6 +54,18 @@ def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | Non
             "diverged": diverged,
             "at_chance": any(m in last and last[m] <= floor for m, floor in CHANCE.items()),
             "command": experiment.command(run)}
+
+
+def counts(record: dict) -> bool:
+    """Whether a run counts as evidence: one trained from a tree with uncommitted changes cannot be traced to
+    the code that made it, so it counts only in a draft report ($PIPELINE_COUNT_UNCOMMITTED=1)."""
+    return not record["commit"].endswith("-dirty") or os.environ.get(COUNT_UNCOMMITTED) == "1"
+
+
+def finished_runs(paths: Paths, experiment: Experiment) -> tuple[list[dict], list[dict]]:
+    """The experiment's finished runs that count, and those that do not (trained from uncommitted changes)."""
+    finished = [r for r in (run_record(paths, experiment, run) for run in experiment.runs) if r]
+    return [r for r in finished if counts(r)], [r for r in finished if not counts(r)]
 
 
 def differing_fields(records: list[dict], key: str = "config") -> list[str]:
@@ -225,7 +240,7 @@ def borrowed_spreads(paths: Paths, experiments: list[Experiment]) -> dict:
     for experiment in experiments:
         if experiment.design != "seeds":
             continue
-        records = [r for r in (run_record(paths, experiment, run) for run in experiment.runs) if r]
+        records, _ = finished_runs(paths, experiment)
         for metric in FINAL_METRICS[experiment.model] + EPOCH_METRICS[experiment.model]:
             values = [r["values"][metric] for r in records if metric in r["values"]]
             if len(values) >= 2:
@@ -235,8 +250,8 @@ def borrowed_spreads(paths: Paths, experiments: list[Experiment]) -> dict:
 
 
 def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | None = None) -> dict | None:
-    """Numbers and verdicts for one experiment from its finished runs, or None if none has finished."""
-    records = [r for r in (run_record(paths, experiment, run) for run in experiment.runs) if r]
+    """Numbers and verdicts for one experiment from its finished runs that count, or None if none does."""
+    records, uncounted = finished_runs(paths, experiment)
     if not records:
         return None
     extra = {}
@@ -300,7 +315,8 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         "complete": len(records) == len(experiment.runs), "planned_runs": len(experiment.runs),
         "differing_fields": differing_fields(records), "varied_fields": sorted(varied),
         "differing_provenance": differing_fields(records, "provenance"),
-        "runs": records, "summaries": summaries, "comparisons": comparisons, "answer": answer,
+        "runs": records, "uncounted": [{k: r[k] for k in ("folder", "commit", "command")} for r in uncounted],
+        "summaries": summaries, "comparisons": comparisons, "answer": answer,
         "borrowed_spreads": spreads, "train_wall_s": sum(r["train_wall_s"] for r in records),
         "padding_sentences": padding_sentences(arms) if experiment.model == "mt" else [], **extra,
     }
@@ -318,8 +334,10 @@ def compare_all(paths: Paths, experiments: list[Experiment]) -> list[dict]:
             continue
         write_json(folder / f"{experiment.name}.json", result)
         results.append(result)
+    uncounted = {e.name: [r["folder"] for r in finished_runs(paths, e)[1]] for e in experiments}
     write_json(folder / "index.json", {"experiments": [r["name"] for r in results],
-                                        "planned": [e.name for e in experiments]})
+                                        "planned": [e.name for e in experiments],
+                                        "uncounted": {name: runs for name, runs in uncounted.items() if runs}})
     write_json(folder / "runs.json", {"runs": run_summaries(paths), "speed": speed_measurements(paths)})
     return results
 
@@ -360,6 +378,7 @@ def run_summaries(paths: Paths) -> list[dict]:
                 # what the test score was computed on: images, or sentences of a split drawn here or published
                 "test_items": final.get("test_images", final.get("test_sentences")),
                 "split": final.get("split", "drawn") if model == "mt" else None,
+                "uncommitted": provenance["git_commit"].endswith("-dirty"),
                 "provenance": {k: provenance.get(k) for k in (*PROVENANCE_FIELDS, "git_commit", "cpu_vendor",
                                                               "cpu_flags", "started")},
             })

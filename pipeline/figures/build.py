@@ -207,6 +207,9 @@ def build_experiments(paths: Paths) -> list[dict]:
                                  + _network_settings(result["gradient_norms"]) + ".",
                                  "Two panels of per-layer gradient norms on a log scale, four networks each.",
                                  "gradient_norms"))
+    drawn = {paths.site_assets / f["path"] for f in figures}
+    for stale in set(out.glob("*.png")) - drawn:  # of an experiment that has no run that counts any more
+        stale.unlink()
     return figures
 
 

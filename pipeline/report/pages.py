@@ -158,10 +158,11 @@ def context(paths: Paths) -> dict:
     experiments = {r["name"]: {**r, "figures": {f["id"].removeprefix(f"exp_{r['name']}_"): f
                                                 for f in manifest["figures"] if f.get("experiment") == r["name"]}}
                    for r in experiment_results(paths)}
-    planned = read_json(paths.site_assets / "experiments" / "index.json", "experiment index")["planned"] \
-        if (paths.site_assets / "experiments" / "index.json").exists() else []
+    index = read_json(paths.site_assets / "experiments" / "index.json", "experiment index") \
+        if (paths.site_assets / "experiments" / "index.json").exists() else {}
     return {"manifest": manifest, "numbers": {n["id"]: n for n in manifest["numbers"]}, "rule": RULE,
-            "cls": models["cls"], "mt": models["mt"], "experiments": experiments, "planned_experiments": planned,
+            "cls": models["cls"], "mt": models["mt"], "experiments": experiments,
+            "planned_experiments": index.get("planned", []), "uncounted_runs": index.get("uncounted", {}),
             "assets": f"../{ASSETS_LINK}"}
 
 
