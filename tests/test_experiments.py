@@ -319,14 +319,16 @@ def test_a_run_from_uncommitted_changes_counts_only_in_a_draft_report(tmp_path, 
 def test_padding_sentences_follow_the_numbers_by_the_rule():
     from pipeline.compare.experiments import padding_sentences
 
-    def run(seed, padded, alone, changed):
+    def run(seed, padded, alone, changed, sentences=500):
         return {"seed": seed, "values": {"test_bleu": padded, "test_bleu_alone": alone},
-                "changed_by_padding": changed, "test_sentences": 500}
+                "changed_by_padding": changed, "test_sentences": sentences}
 
-    lowered = padding_sentences({"no-source-padding": [run(0, 30.1, 38.0, 200), run(1, 31.0, 38.4, 210),
-                                                       run(2, 29.5, 37.9, 190)]})
+    # Each seed draws its own test sentences, so each run's count is given with its own total.
+    lowered = padding_sentences({"no-source-padding": [run(0, 30.1, 38.0, 200), run(1, 31.0, 38.4, 210, 505),
+                                                       run(2, 29.5, 37.9, 190, 498)]})
     assert lowered[0].startswith("no-source-padding: test BLEU 30.20 decoded in padded batches and 38.10 one "
-                                 "sentence at a time") and "changed 200 of 500 outputs" in lowered[0]
+                                 "sentence at a time")
+    assert "changed 200 of 500, 210 of 505 and 190 of 498 outputs (seeds 0, 1, 2)" in lowered[0]
     assert "padding lowers the score (" in lowered[0] and "paired t over 3 shared seeds" in lowered[0]
     noisy = padding_sentences({"both-masks": [run(0, 38.0, 38.0, 0), run(1, 39.0, 38.5, 3), run(2, 37.0, 37.6, 2)]})
     assert "no clear difference" in noisy[0]

@@ -217,11 +217,13 @@ def padding_sentences(arms: dict[str, list[dict]]) -> list[str]:
         alone = {r["seed"]: r["values"]["test_bleu_alone"] for r in runs}
         difference = stats.training_difference(padded, alone)
         word = stats.verdict(difference)
-        changed = np.mean([r["changed_by_padding"] for r in runs])
+        changed = [f"{r['changed_by_padding']} of {r['test_sentences']}" for r in runs]
+        changed = changed[0] if len(changed) == 1 else f"{', '.join(changed[:-1])} and {changed[-1]}"
+        seeds = "" if len(runs) == 1 else f" (seeds {', '.join(str(r['seed']) for r in runs)})"
         line = (f"{arm}: test BLEU {np.mean(list(padded.values())):.2f} decoded in padded batches and "
                 f"{np.mean(list(alone.values())):.2f} one sentence at a time, with no padding "
-                f"({len(runs)} run{'s' if len(runs) > 1 else ''}); the padding changed {changed:.0f} of "
-                f"{runs[0]['test_sentences']} outputs")
+                f"({'the mean of ' + str(len(runs)) + ' runs' if len(runs) > 1 else 'one run'}); the padding changed {changed} "
+                f"outputs{seeds}")
         if word == "not enough runs":
             line += "; one run gives no interval, so whether padding lowers the score stays open."
         else:
