@@ -56,10 +56,15 @@ def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | Non
             "command": experiment.command(run)}
 
 
+def uncommitted(commit: str) -> bool:
+    """Whether a provenance commit says the tree had uncommitted changes (pipeline.train.runner marks it so)."""
+    return commit.endswith("-dirty")
+
+
 def counts(record: dict) -> bool:
     """Whether a run counts as evidence: one trained from a tree with uncommitted changes cannot be traced to
     the code that made it, so it counts only in a draft report ($PIPELINE_COUNT_UNCOMMITTED=1)."""
-    return not record["commit"].endswith("-dirty") or os.environ.get(COUNT_UNCOMMITTED) == "1"
+    return not uncommitted(record["commit"]) or os.environ.get(COUNT_UNCOMMITTED) == "1"
 
 
 def finished_runs(paths: Paths, experiment: Experiment) -> tuple[list[dict], list[dict]]:
@@ -380,7 +385,7 @@ def run_summaries(paths: Paths) -> list[dict]:
                 # what the test score was computed on: images, or sentences of a split drawn here or published
                 "test_items": final.get("test_images", final.get("test_sentences")),
                 "split": final.get("split", "drawn") if model == "mt" else None,
-                "uncommitted": provenance["git_commit"].endswith("-dirty"),
+                "uncommitted": uncommitted(provenance["git_commit"]),
                 "provenance": {k: provenance.get(k) for k in (*PROVENANCE_FIELDS, "git_commit", "cpu_vendor",
                                                               "cpu_flags", "started")},
             })
