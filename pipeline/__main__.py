@@ -51,9 +51,11 @@ def build_parser() -> OptionParser:
     sub.add_argument("model", choices=[*CONFIGS, "experiments"])
     stages.add_parser("compare", help="compare the finished runs of every experiment into site_assets/experiments/")
     for stage, what in (("manifest", "list every figure and headline number in site_assets/manifest.json"),
-                        ("pages", "render the templates into docs/generated/"),
-                        ("notebooks", "execute the notebooks into docs/generated/notebooks/")):
+                        ("pages", "render the templates into docs/generated/")):
         stages.add_parser(stage, help=what)
+    sub = stages.add_parser("notebooks", help="execute the notebooks into docs/generated/notebooks/")
+    sub.add_argument("names", nargs="*", metavar="NAME",
+                     help="only these (resnet, transformer; default: all), e.g. the one whose model's run is here")
     return parser
 
 
@@ -116,7 +118,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.stage == "notebooks":
         from pipeline.report.notebooks import execute_notebooks
 
-        execute_notebooks(paths)
+        execute_notebooks(paths, args.names)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ PROVENANCE = "provenance.json"
 DECODE_SPEED = "decode_speed.json"  # the Transformer's beam search timed batched and one sentence at a time (bench)
 STEP_SPEED = "step_speed.json"  # the ResNet's training step timed eager and under torch.compile (bench)
 MAIN_RUN = "main"  # the run the model pages show
+UNCOMMITTED = "-dirty"  # how a provenance commit ends when the tree had uncommitted changes
 
 
 class PipelineError(Exception):
@@ -36,6 +37,11 @@ class PipelineError(Exception):
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def uncommitted(commit: str) -> bool:
+    """Whether a provenance commit says the tree had uncommitted changes, so it cannot name the code that ran."""
+    return commit.endswith(UNCOMMITTED)
 
 
 def check_run_name(name: str) -> str:

@@ -111,3 +111,26 @@ def test_an_installed_wheel_renders_the_pages(tmp_path):
                               capture_output=True, text=True)
     assert rendered.returncode == 0, rendered.stderr[-2000:]
     assert (root / "docs" / "generated" / "insights.md").read_text().startswith("# Key insights")
+
+
+def test_notebooks_stage_executes_only_the_notebooks_named(tmp_path, monkeypatch, capsys):
+    from pipeline.report import notebooks
+
+    executed = []
+
+    class Client:  # what is executed is tested here; executing them for real is tested on the built report
+        def __init__(self, notebook, **kwargs):
+            self.notebook = notebook
+
+        def execute(self):
+            executed.append(self.notebook.cells[0].source.splitlines()[0])
+
+    monkeypatch.setattr(notebooks, "NotebookClient", Client)
+    monkeypatch.setenv("PIPELINE_ROOT", str(tmp_path))
+    assert main(["notebooks", "transformer"]) == 0
+    assert len(executed) == 1 and "Transformer" in executed[0]
+    assert [p.name for p in (tmp_path / "docs" / "generated" / "notebooks").iterdir()] == ["transformer.ipynb"]
+    assert main(["notebooks", "transformer", "gan"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no notebook named gan" in err and "there are resnet, transformer" in err
+    assert main(["notebooks"]) == 0 and len(executed) == 3

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.compare import stats
 from pipeline.config import CONFIG, DECODE_SPEED, FINAL, METRICS, PROVENANCE, STEP_SPEED, TEST_PREDICTIONS, Paths, \
-    saved_config
+    saved_config, uncommitted
 from pipeline.evaluate.analyses import DELETION, analysis_path
 from pipeline.scoring.bleu import paired_bleu, signature_tokenizer
 from pipeline.experiments.definitions import CHANCE, EPOCH_METRICS, FINAL_METRICS, HIGHER_IS_BETTER, Experiment, \
@@ -54,11 +54,6 @@ def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | Non
             "diverged": diverged,
             "at_chance": any(m in last and last[m] <= floor for m, floor in CHANCE.items()),
             "command": experiment.command(run)}
-
-
-def uncommitted(commit: str) -> bool:
-    """Whether a provenance commit says the tree had uncommitted changes (pipeline.train.runner marks it so)."""
-    return commit.endswith("-dirty")
 
 
 def counts(record: dict) -> bool:

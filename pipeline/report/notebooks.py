@@ -17,14 +17,18 @@ SOURCES = Path(__file__).resolve().parent.parent / "templates" / "notebooks"
 TIMEOUT_S = 600  # per cell
 
 
-def execute_notebooks(paths: Paths) -> list[Path]:
-    """Execute every notebook against the current run, with PIPELINE_ROOT pointing at it."""
+def execute_notebooks(paths: Paths, names: list[str] | None = None) -> list[Path]:
+    """Execute the notebooks (all, or those named) against the current runs, with PIPELINE_ROOT pointing at
+    them."""
+    known = sorted(source.stem for source in SOURCES.glob("*.py"))
+    if unknown := sorted(set(names or ()) - set(known)):
+        raise PipelineError(f"no notebook named {', '.join(unknown)} in {SOURCES}; there are {', '.join(known)}.")
     out_dir = paths.generated_docs / "notebooks"
     written = []
     previous = os.environ.get("PIPELINE_ROOT")
     os.environ["PIPELINE_ROOT"] = str(paths.root)  # the kernel inherits it
     try:
-        for source in sorted(SOURCES.glob("*.py")):
+        for source in [SOURCES / f"{name}.py" for name in names or known]:
             notebook = jupytext.read(source, fmt="py:percent")
             notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
             client = NotebookClient(notebook, timeout=TIMEOUT_S, kernel_name="python3",

@@ -11,7 +11,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 from markupsafe import Markup, escape
 
-from pipeline.config import REPO, Paths, PipelineError
+from pipeline.config import REPO, Paths, PipelineError, uncommitted
 from pipeline.compare.experiments import experiment_results
 from pipeline.compare.stats import RULE
 from pipeline.io import TIMINGS, read_json, write_text
@@ -127,6 +127,7 @@ def environment() -> Environment:
     env.filters.update(percent=percent, number=number, minutes=minutes, cell=cell, metric=metric, code=code,
                        verbatim=verbatim, delta=delta, sd=sd, training_interval=training_interval,
                        sample_tests=sample_tests, machine=machine)
+    env.tests["uncommitted"] = uncommitted
     env.globals.update(JINJA_GLOBALS, percent=percent, number=number)
     return env
 

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.config import CHECKPOINT, CONFIG, FINAL, METRICS, PROVENANCE, REPO, TEST_OUTPUTS, TEST_PREDICTIONS, \
-    PipelineError, changed_fields
+    UNCOMMITTED, PipelineError, changed_fields
 from pipeline.io import append_jsonl, atomic_path, read_json, read_jsonl, write_json, write_text
 from pipeline.train.distributed import World, barrier, from_rank0
 
@@ -166,7 +166,7 @@ def _git_commit() -> str:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+        return out.stdout.strip() + (UNCOMMITTED if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
 
