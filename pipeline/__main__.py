@@ -55,7 +55,8 @@ def build_parser() -> OptionParser:
         stages.add_parser(stage, help=what)
     sub = stages.add_parser("notebooks", help="execute the notebooks into docs/generated/notebooks/")
     sub.add_argument("names", nargs="*", metavar="NAME",
-                     help="only these (resnet, transformer; default: all), e.g. the one whose model's run is here")
+                     help="only these, by file name in pipeline/templates/notebooks/ (default: all), e.g. the one "
+                          "whose model's run is here")
     return parser
 
 

@@ -217,13 +217,15 @@ def padding_sentences(arms: dict[str, list[dict]]) -> list[str]:
         alone = {r["seed"]: r["values"]["test_bleu_alone"] for r in runs}
         difference = stats.training_difference(padded, alone)
         word = stats.verdict(difference)
-        changed = [f"{r['changed_by_padding']} of {r['test_sentences']}" for r in runs]
-        changed = changed[0] if len(changed) == 1 else f"{', '.join(changed[:-1])} and {changed[-1]}"
-        seeds = "" if len(runs) == 1 else f" (seeds {', '.join(str(r['seed']) for r in runs)})"
+        per_run = [f"{r['changed_by_padding']} of {r['test_sentences']}" for r in runs]  # each seed has its own split
+        if len(runs) == 1:
+            how_many, changed, seeds = "one run", per_run[0], ""
+        else:
+            how_many, changed = f"the mean of {len(runs)} runs", f"{', '.join(per_run[:-1])} and {per_run[-1]}"
+            seeds = f" (seeds {', '.join(str(r['seed']) for r in runs)})"
         line = (f"{arm}: test BLEU {np.mean(list(padded.values())):.2f} decoded in padded batches and "
-                f"{np.mean(list(alone.values())):.2f} one sentence at a time, with no padding "
-                f"({'the mean of ' + str(len(runs)) + ' runs' if len(runs) > 1 else 'one run'}); the padding changed {changed} "
-                f"outputs{seeds}")
+                f"{np.mean(list(alone.values())):.2f} one sentence at a time, with no padding ({how_many}); "
+                f"the padding changed {changed} outputs{seeds}")
         if word == "not enough runs":
             line += "; one run gives no interval, so whether padding lowers the score stays open."
         else:
