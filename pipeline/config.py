@@ -175,7 +175,8 @@ class MtConfig:
     epochs: int = 16  # passes over the training pairs
     tokens_per_batch: int = 2048  # padded source + target tokens per batch
     lr: float = 1e-3  # peak learning rate after warm-up
-    warmup_steps: int = 100  # optimiser steps of linear warm-up; an epoch of the toy task is about 90
+    warmup_steps: int = 100  # optimiser steps of linear warm-up; an epoch of the toy task is about 120
+    lr_schedule: str = "inverse_sqrt"  # after warm-up: "inverse_sqrt" (decay with one over the square root of the step, never reaching zero) or "linear" (a straight line down to zero after the last step)
     label_smoothing: float = 0.1  # probability mass spread evenly over the vocabulary in the training loss
     average_last: int = 0  # validation and the test score the mean of the weights at the end of the last this-many epochs (0 or 1: the last weights)
     clip_norm: float = 1.0  # gradients are rescaled to at most this global L2 norm
@@ -335,8 +336,11 @@ def validate(config):
             raise PipelineError(f"--width must be at least 1, got {config.width}.")
         if config.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise PipelineError(f"--precision must be auto, bf16, fp16 or fp32, not {config.precision!r}.")
-    if isinstance(config, MtConfig) and config.d_model % config.heads:
-        raise PipelineError(f"--d_model {config.d_model} must be a multiple of --heads {config.heads}.")
+    if isinstance(config, MtConfig):
+        if config.d_model % config.heads:
+            raise PipelineError(f"--d_model {config.d_model} must be a multiple of --heads {config.heads}.")
+        if config.lr_schedule not in ("inverse_sqrt", "linear"):
+            raise PipelineError(f"--lr_schedule must be inverse_sqrt or linear, not {config.lr_schedule!r}.")
     return config
 
 

@@ -182,3 +182,17 @@ def test_averaged_weights_are_scored_kept_in_the_checkpoint_and_survive_a_resume
     plain_epochs, averaged_epochs = _metrics(corpus_root / "plain"), _metrics(corpus_root / "whole")
     assert plain_epochs[0]["val_loss"] == pytest.approx(averaged_epochs[0]["val_loss"], rel=1e-6)
     assert plain_epochs[-1]["val_loss"] != pytest.approx(averaged_epochs[-1]["val_loss"], rel=1e-6)
+
+
+def test_the_linear_schedule_falls_to_zero_after_the_last_step_of_the_last_epoch(corpus_root):
+    from pipeline.train.mt import lr_at
+
+    config = _config(corpus_root, "--lr_schedule", "linear", "--warmup_steps", "3")
+    task = MtTask(config, Paths(corpus_root))
+    runner.run(task, "mt", corpus_root / "linear")
+    assert task.step == task.total_steps > config.warmup_steps  # every epoch's batches counted ahead
+    lrs = [lr_at(s, config.warmup_steps, config.lr, "linear", task.total_steps) for s in range(task.total_steps)]
+    assert lrs.index(max(lrs)) == config.warmup_steps - 1 and max(lrs) == pytest.approx(config.lr)
+    assert all(a > b for a, b in zip(lrs[config.warmup_steps - 1:], lrs[config.warmup_steps:]))
+    assert lrs[-1] == pytest.approx(config.lr / (task.total_steps + 1 - config.warmup_steps))
+    assert _metrics(corpus_root / "linear")[-1]["lr"] == pytest.approx(lrs[-1])

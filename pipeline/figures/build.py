@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineError
+from pipeline.config import CONFIG, FINAL, METRICS, PROVENANCE, Paths, PipelineError, saved_config
 from pipeline.evaluate.metrics import normalize_rows
 from pipeline.scoring.bleu import decode_cases
 from pipeline.compare.experiments import experiment_results
@@ -220,7 +220,7 @@ def run_record(paths: Paths, model: str) -> dict:
     """What the pages need of a run besides its metrics: config, provenance, epochs, final scores."""
     run_dir = paths.run(model)
     return {
-        "config": read_json(run_dir / CONFIG, "run config"),
+        "config": saved_config(model, read_json(run_dir / CONFIG, "run config")),  # every field, older runs' too
         "provenance": read_json(run_dir / PROVENANCE, "provenance file"),
         "epochs": read_jsonl(run_dir / METRICS),
         "final": read_json(run_dir / FINAL, "test result of the run"),

@@ -23,9 +23,12 @@ from pipeline.train import distributed
 from pipeline.train.runner import LossTrace, epoch_generator, load_checkpoint, pick_device, progress, seed_everything
 
 
-def lr_at(step: int, warmup_steps: int, peak: float) -> float:
-    """Linear warm-up to the peak, then decay with the inverse square root of the step."""
+def lr_at(step: int, warmup_steps: int, peak: float, schedule: str, total_steps: int) -> float:
+    """Linear warm-up to the peak, then decay with the inverse square root of the step, or ("linear") in a
+    straight line that would reach zero one step after the last of total_steps."""
     step += 1
+    if schedule == "linear":
+        return peak * min(step / warmup_steps, max(0.0, (total_steps + 1 - step) / max(1, total_steps + 1 - warmup_steps)))
     return peak * min(step / warmup_steps, math.sqrt(warmup_steps / step))
 
 
@@ -132,6 +135,7 @@ class MtTask:
                                  for pairs, what in ((splits.train, "training"), (splits.val, "validation")))
         self.train_pairs = len(train)
         self.train_ids = [(self.src_tok.encode(s), self.tgt_tok.encode(t)) for s, t in train]
+        self.total_steps = sum(len(self._batches(epoch)) for epoch in range(config.epochs))
         self.val_sources, self.val_references = with_all_references(self.val_pairs)
         # The test pairs are never filtered: a source longer than the model's positions is cut when decoded,
         # and counted. A published test file is scored line by line, as given; a split drawn here scores
@@ -144,6 +148,13 @@ class MtTask:
         self.snapshots: list[dict] = []  # the weights at the end of the last average_last epochs, on the CPU
         self.scored_model = self.model
 
+    def _lengths(self) -> list[tuple[int, int]]:
+        return [(len(s), len(t)) for s, t in self.train_ids]
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's batches of pair indices: the same on every rank and for every call."""
+        return length_batches(self._lengths(), self.config.tokens_per_batch, epoch_generator(self.config.seed, epoch))
+
     def _tensors(self, ids: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
         src = pad_batch([s for s, _ in ids], bos_eos=False).to(self.device)
         tgt = pad_batch([t for _, t in ids], bos_eos=True).to(self.device)
@@ -154,8 +165,8 @@ class MtTask:
         model.train()
         if self.world.distributed:  # dropout draws from the global stream: one per rank (one process keeps its own)
             torch.manual_seed(distributed.dropout_seed(config.seed, epoch, self.world))
-        lengths = [(len(s), len(t)) for s, t in self.train_ids]
-        batches = length_batches(lengths, config.tokens_per_batch, epoch_generator(config.seed, epoch))
+        lengths = self._lengths()
+        batches = self._batches(epoch)
         loss_sum = torch.zeros((), device=self.device)  # summed on the device, read every REPORT_EVERY steps
         tokens = 0
         trace = LossTrace(self.device, self.step)
@@ -168,7 +179,7 @@ class MtTask:
                 share = distributed.local_share(batch, self.world)
                 weight = 1.0 if share else 0.0
                 src, tgt = self._tensors([self.train_ids[i] for i in share or batch[:1]])
-                lr = lr_at(self.step, config.warmup_steps, config.lr)
+                lr = lr_at(self.step, config.warmup_steps, config.lr, config.lr_schedule, self.total_steps)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 # Summed over this rank's tokens and divided by the whole batch's: after DDP averages the
