@@ -161,6 +161,7 @@ class MtConfig:
     tgt_lang: str = "English"  # the target language's name, as the pages show it
     corpus_limit: int = 0  # keep only this many pairs after filtering (0 = all); for smoke runs
     vocab_size: int = 4000  # subword pieces per language, learnt on the training split (fewer if it is small)
+    shared_vocab: bool = False  # one subword model of vocab_size pieces learnt on both languages, whose one embedding table the source, the target and the output layer share
     max_tokens: int = 64  # pairs with a side longer than this many subword tokens are dropped when loaded
     val_frac: float = 0.05  # share of the pairs (whole sentence groups) in the validation split
     test_frac: float = 0.05  # share of the pairs (whole sentence groups) in the test split

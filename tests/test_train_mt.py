@@ -196,3 +196,22 @@ def test_the_linear_schedule_falls_to_zero_after_the_last_step_of_the_last_epoch
     assert all(a > b for a, b in zip(lrs[config.warmup_steps - 1:], lrs[config.warmup_steps:]))
     assert lrs[-1] == pytest.approx(config.lr / (task.total_steps + 1 - config.warmup_steps))
     assert _metrics(corpus_root / "linear")[-1]["lr"] == pytest.approx(lrs[-1])
+
+
+def test_a_shared_vocabulary_is_one_subword_model_and_one_table_and_survives_loading(corpus_root):
+    from pipeline.data.translation import Tokenizer
+    from pipeline.train.mt import load_trained
+
+    paths = Paths(corpus_root)
+    config = make_config("mt", "smoke", ["--corpus", str(corpus_root / "tiny.tsv"), "--epochs", "1",
+                                         "--shared_vocab", "true"])
+    task = MtTask(config, paths)
+    assert task.src_tok is task.tgt_tok
+    both = [s for s, _ in task.splits.train] + [t for _, t in task.splits.train]
+    assert task.src_tok.model_proto == Tokenizer.train(both, config.vocab_size).model_proto  # learnt on both sides
+    assert task.model.src_embed.lookup.weight is task.model.tgt_embed.lookup.weight is task.model.generator.weight
+    runner.run(task, "mt", corpus_root / "shared")
+    _, model, src_tok, tgt_tok = load_trained(corpus_root / "shared", torch.device("cpu"))
+    assert src_tok.model_proto == tgt_tok.model_proto
+    assert model.src_embed.lookup.weight is model.tgt_embed.lookup.weight
+    assert torch.equal(model.src_embed.lookup.weight, task.model.tgt_embed.lookup.weight.detach().cpu())

@@ -263,3 +263,12 @@ def test_without_the_causal_mask_the_batched_search_decodes_each_prefix_in_full_
     for source, (tokens, score) in zip(sources, batched):
         reference = reference_beam_search(model, torch.tensor([source]), 3, 6, 0.6)
         assert tokens == reference[0] and score == pytest.approx(reference[1], abs=1e-4)
+
+
+def test_shared_embeddings_are_one_table_and_need_one_vocabulary():
+    model = make_transformer(20, 20, d_model=16, heads=2, layers=1, d_ff=32, shared_embeddings=True)
+    assert model.src_embed.lookup.weight is model.tgt_embed.lookup.weight is model.generator.weight
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in make_transformer(
+        20, 20, d_model=16, heads=2, layers=1, d_ff=32).parameters())
+    with pytest.raises(ValueError, match="one vocabulary"):
+        make_transformer(20, 22, d_model=16, heads=2, layers=1, d_ff=32, shared_embeddings=True)

@@ -180,7 +180,7 @@ class Transformer(nn.Module):
 
     def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int = 256, heads: int = 4, layers: int = 3,
                  d_ff: int = 1024, dropout: float = 0.1, tie_embeddings: bool = True, max_positions: int = 512,
-                 causal: bool = True, mask_source_padding: bool = True):
+                 causal: bool = True, mask_source_padding: bool = True, shared_embeddings: bool = False):
         super().__init__()
         # The two switches exist for the masking experiment: each removes exactly one mask.
         self.causal, self.mask_source_padding = causal, mask_source_padding
@@ -197,6 +197,10 @@ class Transformer(nn.Module):
         if tie_embeddings:
             # Tied weights see the generator's scale; sqrt(d_model) in Embedding restores the input's.
             self.generator.weight = self.tgt_embed.lookup.weight
+        if shared_embeddings:  # one vocabulary for both languages: the source reads with the target's table
+            if src_vocab != tgt_vocab:
+                raise ValueError(f"shared embeddings need one vocabulary, not {src_vocab} and {tgt_vocab} pieces")
+            self.src_embed = self.tgt_embed
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
         x = self.positions(self.src_embed(src))  # (B, S, d_model)
@@ -264,7 +268,8 @@ class Transformer(nn.Module):
 
 def make_transformer(src_vocab: int, tgt_vocab: int, d_model: int = 256, heads: int = 4, layers: int = 3,
                      d_ff: int = 1024, dropout: float = 0.1, tie_embeddings: bool = True,
-                     max_positions: int = 512, causal: bool = True, mask_source_padding: bool = True) -> Transformer:
+                     max_positions: int = 512, causal: bool = True, mask_source_padding: bool = True,
+                     shared_embeddings: bool = False) -> Transformer:
     """An encoder-decoder with `layers` layers on each side."""
     return Transformer(src_vocab, tgt_vocab, d_model, heads, layers, d_ff, dropout, tie_embeddings, max_positions,
-                       causal, mask_source_padding)
+                       causal, mask_source_padding, shared_embeddings)

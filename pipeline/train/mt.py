@@ -36,7 +36,8 @@ def build_model(config: MtConfig, src_vocab: int, tgt_vocab: int, device: torch.
     return make_transformer(src_vocab, tgt_vocab, config.d_model, config.heads, config.layers, config.d_ff,
                             config.dropout, config.tie_embeddings,
                             max_positions=max(config.max_tokens, config.max_len) + 2, causal=config.causal_mask,
-                            mask_source_padding=config.source_padding_mask).to(device)
+                            mask_source_padding=config.source_padding_mask,
+                            shared_embeddings=config.shared_vocab).to(device)
 
 
 def sequence_loss(model: Transformer, src: torch.Tensor, tgt: torch.Tensor, label_smoothing: float,
@@ -123,8 +124,12 @@ class MtTask:
             print(note)
         splits, self.fingerprints = load_splits(config)
         self.splits = splits
-        self._use_tokenizers(Tokenizer.train([s for s, _ in splits.train], config.vocab_size),
-                             Tokenizer.train([t for _, t in splits.train], config.vocab_size))
+        sources, targets = [s for s, _ in splits.train], [t for _, t in splits.train]
+        if config.shared_vocab:
+            shared = Tokenizer.train(sources + targets, config.vocab_size)
+            self._use_tokenizers(shared, shared)
+        else:
+            self._use_tokenizers(Tokenizer.train(sources, config.vocab_size), Tokenizer.train(targets, config.vocab_size))
         self.step = 0
 
     def _use_tokenizers(self, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
