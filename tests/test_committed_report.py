@@ -57,3 +57,12 @@ def test_no_committed_answer_rests_on_a_run_from_uncommitted_changes():
     for name in json.loads((folder / "index.json").read_text())["experiments"]:
         result = json.loads((folder / f"{name}.json").read_text())
         assert not [r["folder"] for r in result["runs"] if r["commit"].endswith("-dirty")], name
+
+
+def test_padding_in_a_batch_is_reported_only_where_an_arm_lets_attention_see_source_padding():
+    def read(name):
+        return json.loads((COMMITTED.site_assets / "experiments" / f"{name}.json").read_text())
+
+    masks = read("masks")
+    assert "no-source-padding" in " ".join(masks["padding_sentences"])
+    assert read("recipe-mt")["padding_sentences"] == []  # every arm masks padding: nothing to report

@@ -322,7 +322,8 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         "runs": records, "uncounted": [{k: r[k] for k in ("folder", "commit", "command")} for r in uncounted],
         "summaries": summaries, "comparisons": comparisons, "answer": answer,
         "borrowed_spreads": spreads, "train_wall_s": sum(r["train_wall_s"] for r in records),
-        "padding_sentences": padding_sentences(arms) if experiment.model == "mt" else [], **extra,
+        # Only where an arm lets attention see source padding can a padded batch change an output.
+        "padding_sentences": padding_sentences(arms) if "source_padding_mask" in varied else [], **extra,
     }
 
 
