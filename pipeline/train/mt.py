@@ -28,7 +28,8 @@ def lr_at(step: int, warmup_steps: int, peak: float, schedule: str, total_steps:
     straight line that would reach zero one step after the last of total_steps."""
     step += 1
     if schedule == "linear":
-        return peak * min(step / warmup_steps, max(0.0, (total_steps + 1 - step) / max(1, total_steps + 1 - warmup_steps)))
+        falling = max(0.0, (total_steps + 1 - step) / max(1, total_steps + 1 - warmup_steps))
+        return peak * min(step / warmup_steps, falling)
     return peak * min(step / warmup_steps, math.sqrt(warmup_steps / step))
 
 
