@@ -141,6 +141,7 @@ class MtTask:
                                  for pairs, what in ((splits.train, "training"), (splits.val, "validation")))
         self.train_pairs = len(train)
         self.train_ids = [(self.src_tok.encode(s), self.tgt_tok.encode(t)) for s, t in train]
+        self.lengths = [(len(s), len(t)) for s, t in self.train_ids]
         self.total_steps = sum(len(self._batches(epoch)) for epoch in range(config.epochs))
         self.val_sources, self.val_references = with_all_references(self.val_pairs)
         # The test pairs are never filtered: a source longer than the model's positions is cut when decoded,
@@ -154,12 +155,9 @@ class MtTask:
         self.snapshots: list[dict] = []  # the weights at the end of the last average_last epochs, on the CPU
         self.scored_model = self.model
 
-    def _lengths(self) -> list[tuple[int, int]]:
-        return [(len(s), len(t)) for s, t in self.train_ids]
-
     def _batches(self, epoch: int) -> list[list[int]]:
         """The epoch's batches of pair indices: the same on every rank and for every call."""
-        return length_batches(self._lengths(), self.config.tokens_per_batch, epoch_generator(self.config.seed, epoch))
+        return length_batches(self.lengths, self.config.tokens_per_batch, epoch_generator(self.config.seed, epoch))
 
     def _tensors(self, ids: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
         src = pad_batch([s for s, _ in ids], bos_eos=False).to(self.device)
@@ -171,8 +169,7 @@ class MtTask:
         model.train()
         if self.world.distributed:  # dropout draws from the global stream: one per rank (one process keeps its own)
             torch.manual_seed(distributed.dropout_seed(config.seed, epoch, self.world))
-        lengths = self._lengths()
-        batches = self._batches(epoch)
+        lengths, batches = self.lengths, self._batches(epoch)
         loss_sum = torch.zeros((), device=self.device)  # summed on the device, read every REPORT_EVERY steps
         tokens = 0
         trace = LossTrace(self.device, self.step)
