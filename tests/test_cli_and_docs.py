@@ -80,6 +80,28 @@ def test_make_installs_only_into_its_own_venv():
     assert "pip install" in dry.stdout and "/tmp/elsewhere" not in dry.stdout and ".venv/bin/python -m pip" in dry.stdout
 
 
+def test_main_runs_metric_files_are_committed_and_make_trains_a_main_run_that_has_only_those(tmp_path):
+    """A fresh checkout holds the main runs' metric files, not their checkpoints or test outputs: the comparison
+    can read them, and `make train` still trains (a finished run's test outputs tell it the run is here)."""
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "runs/mt/main/final.json",
+                              "runs/mt/main/test_predictions.json", "runs/mt/main/checkpoint.pt",
+                              "runs/mt/main/test_outputs.json", "runs/cls/main/test_outputs.npz"],
+                             cwd=REPO, capture_output=True, text=True).stdout.split()
+    assert ignored == ["runs/mt/main/checkpoint.pt", "runs/mt/main/test_outputs.json", "runs/cls/main/test_outputs.npz"]
+    main = tmp_path / "runs" / "mt" / "main"
+    main.mkdir(parents=True)
+    for name in ("config.json", "provenance.json", "metrics.jsonl", "final.json", "test_predictions.json"):
+        (main / name).write_text("{}")
+
+    def planned() -> str:
+        return subprocess.run(["make", "-n", "train-mt", f"ROOT={tmp_path}", "BIN=/some/env/bin"], cwd=REPO,
+                              capture_output=True, text=True).stdout
+
+    assert "-m pipeline train mt" in planned()
+    (main / "test_outputs.json").write_text("[]")
+    assert "-m pipeline train mt" not in planned()
+
+
 def test_workflows_test_on_push_and_build_the_site_from_the_projects_metadata():
     tests = yaml.safe_load((REPO / ".github" / "workflows" / "test.yml").read_text())
     assert {"push", "pull_request"} <= set(tests[True])  # YAML reads the key `on` as True

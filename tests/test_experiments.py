@@ -41,6 +41,7 @@ def test_the_shipped_experiments_parse():
     (lambda d: d["tiny"]["runs"]["b"].update(lr="fast"), r"run 'b': --lr expects a float"),
     (lambda d: d["tiny"]["runs"]["b"].update(shortcut=False), r"run 'b': 'shortcut' is not a config field"),
     (lambda d: d["tiny"].update(control="c"), r"field 'control': must name one of the arms"),
+    (lambda d: d["tiny"].update(confirmatory="yes"), r"field 'confirmatory': must be true or false"),
     (lambda d: d["tiny"].update(design="sweep", sweep="lr", choose_on="test_accuracy"),
      r"field 'choose_on': must be a validation score"),
     (lambda d: d["tiny"].update(colour="red"), r"field 'colour': unknown field"),
@@ -285,6 +286,29 @@ def test_a_page_shows_runs_whose_provenance_differs_and_the_verdict_of_the_rule(
     assert "| bf16 |" in page and "| fp32 |" in page
     assert "differ in `shortcuts` and in nothing else" in page
     assert "| b against a | val_accuracy |" in page and "**lower**" in page
+
+
+def test_a_confirmatory_experiment_gives_no_verdict_until_every_declared_run_has_finished(tmp_path):
+    from pipeline.compare.experiments import compare_experiment
+    from pipeline.config import Paths
+    from pipeline.report.pages import EXPERIMENT_PAGE, environment
+
+    spec = copy.deepcopy(GOOD)
+    spec["tiny"]["confirmatory"] = True
+    spec["tiny"]["runs"] = {"a0": {"arm": "a", "seed": 0}, "a1": {"arm": "a", "seed": 1},
+                            "b0": {"arm": "b", "shortcuts": False, "seed": 0},
+                            "b1": {"arm": "b", "shortcuts": False, "seed": 1}}
+    experiment = parse_experiments(spec, tmp_path / "x.yaml")[0]
+    _write_run(tmp_path, "tiny-a0", 0, 0.80)
+    _write_run(tmp_path, "tiny-a1", 1, 0.82)
+    _write_run(tmp_path, "tiny-b0", 0, 0.60, shortcuts=False)
+    held = compare_experiment(Paths(tmp_path), experiment)
+    assert held["answer"]["kind"] == "held" and held["comparisons"] == [] and len(held["runs"]) == 3
+    page = environment().get_template(EXPERIMENT_PAGE).render(e={**held, "figures": {}}, assets="../../assets")
+    assert "until all 4 of them have finished (3 so far)" in page and "| b against a |" not in page
+    _write_run(tmp_path, "tiny-b1", 1, 0.61, shortcuts=False)
+    done = compare_experiment(Paths(tmp_path), experiment)
+    assert done["answer"]["kind"] == "ablation" and done["comparisons"][0]["verdict"] == "lower"
 
 
 def test_a_run_from_uncommitted_changes_counts_only_in_a_draft_report(tmp_path, monkeypatch):

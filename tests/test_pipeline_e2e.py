@@ -268,7 +268,7 @@ def test_a_tiny_experiment_goes_end_to_end_to_its_page(built):
     assert "[tiny-residual](tiny-residual.md)" in index and "never-run" in index
     assert (built.site / "generated" / "experiments" / "tiny-residual.html").exists()
     # The Grad-CAM page's words follow the deletion test's numbers by the rule (t over the images).
-    deletion = json.loads((built.run("cls") / "eval" / "deletion.json").read_text())
+    deletion = json.loads((built.runs / "cls" / "analyses" / "deletion.json").read_text())
     gap = deletion["area_between"]["random_minus_salient"]
     low, high = stats.t.interval(0.95, deletion["images"] - 1, loc=gap["mean"],
                                  scale=gap["sd"] / np.sqrt(deletion["images"]))

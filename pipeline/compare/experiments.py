@@ -260,7 +260,7 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         return None
     extra = {}
     if experiment.design == "deletion":
-        path = paths.run("cls") / "eval" / DELETION
+        path = analysis_path(paths, DELETION)
         if not path.exists():
             return None
         extra["deletion"] = read_json(path, "deletion test of the main run")
@@ -276,14 +276,17 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
     items = {r["folder"]: _item_scores(paths, experiment, r) for r in records}
     spreads = (spreads or {}).get(experiment.model, {})
     comparisons = []
-    if experiment.design == "ablation":
+    # A confirmatory experiment was declared before its runs: no interval or verdict is worked out until all of
+    # them have finished, so interim results cannot choose when to stop.
+    held = experiment.confirmatory and len(records) < len(experiment.runs)
+    if experiment.design == "ablation" and not held:
         for arm, against, expect in _comparisons(experiment, records):
             if arm in arms and against in arms:
                 per_metric = [compare_arms(m, arm, against, arms, items, spreads.get(m), expect if i == 0 else None)
                               for i, m in enumerate(experiment.metrics)]
                 comparisons.append({"arm": arm, "against": against, "expect": expect, "metrics": per_metric,
                                     "verdict": per_metric[0]["verdict"]})
-    elif experiment.design == "sweep":
+    elif experiment.design == "sweep" and not held:
         default = experiment.default_value()
         by_value: dict = {}
         for r in records:
@@ -300,7 +303,9 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
                                     "expect": None,
                                     "mean": float(np.mean([r["values"][experiment.choose_on] for r in rs])),
                                     "metrics": [c], "verdict": c["verdict"]})
-    if experiment.design == "deletion":
+    if held:
+        answer = {"kind": "held", "metric": experiment.metrics[0]}
+    elif experiment.design == "deletion":
         answer = deletion_answer(extra["deletion"])
     elif experiment.design == "sweep":
         answer = sweep_answer(experiment, records, comparisons)
@@ -317,6 +322,7 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         "design": experiment.design, "budget": experiment.budget, "metrics": experiment.metrics,
         "control": experiment.control, "sweep": experiment.sweep, "choose_on": experiment.choose_on,
         "complete": len(records) == len(experiment.runs), "planned_runs": len(experiment.runs),
+        "confirmatory": experiment.confirmatory,
         "differing_fields": differing_fields(records), "varied_fields": sorted(varied),
         "differing_provenance": differing_fields(records, "provenance"),
         "runs": records, "uncounted": [{k: r[k] for k in ("folder", "commit", "command")} for r in uncounted],

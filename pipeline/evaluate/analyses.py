@@ -13,7 +13,7 @@ from pipeline.config import Paths
 from pipeline.io import write_json
 from pipeline.models.resnet import ResNet, make_resnet
 
-DELETION = "deletion.json"  # in the main run's eval/, written by the evaluation stage
+DELETION = "deletion"  # the main run's Grad-CAM deletion test: an analysis (analysis_path), written by its evaluation
 
 NETWORKS = {"ResNet-18 (residual)": (18, True), "ResNet-18 plain": (18, False),
             "ResNet-34 (residual)": (34, True), "ResNet-34 plain": (34, False)}

@@ -56,6 +56,7 @@ class Experiment:
     caveats: tuple = ()  # what a reader must know before trusting the answer (a proxy, a shorter schedule)
 
     base: dict = dataclasses.field(default_factory=dict)  # config overrides every run shares
+    confirmatory: bool = False  # declared before its runs: no verdict until every declared run has finished
 
     def default_value(self):
         """A sweep's default: the value of the swept field in the recipe its runs share (profile and base)."""
@@ -85,7 +86,7 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
         if not isinstance(spec, dict):
             _fail(path, where, "expected a mapping with model, question, metrics, design and runs")
         known = {"model", "question", "metrics", "design", "budget", "base", "runs", "profile", "control", "sweep",
-                 "choose_on", "analysis", "comparisons", "claim", "caveats"}
+                 "choose_on", "analysis", "comparisons", "claim", "caveats", "confirmatory"}
         for key in spec:
             if key not in known:
                 _fail(path, f"{where}, field {key!r}", f"unknown field; the fields are {', '.join(sorted(known))}")
@@ -143,6 +144,8 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
             _fail(path, f"{where}, field 'caveats'", "must be a list of sentences")
         if not isinstance(spec.get("claim", ""), str):
             _fail(path, f"{where}, field 'claim'", "must be a sentence")
+        if not isinstance(spec.get("confirmatory", False), bool):
+            _fail(path, f"{where}, field 'confirmatory'", "must be true or false")
         arms = {r.arm for r in runs}
         comparisons = []
         for i, item in enumerate(spec.get("comparisons") or []):
@@ -154,7 +157,7 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
         experiment = Experiment(str(name), model, spec["question"].strip(), metrics, design, spec["budget"].strip(),
                                 runs, profile, spec.get("control"), spec.get("sweep"), spec.get("choose_on"),
                                 spec.get("analysis"), tuple(comparisons), spec.get("claim", "").strip(),
-                                tuple(c.strip() for c in caveats), dict(base))
+                                tuple(c.strip() for c in caveats), dict(base), spec.get("confirmatory", False))
         for run in runs:
             try:
                 experiment.config(run)
