@@ -278,7 +278,8 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
     comparisons = []
     # A confirmatory experiment was declared before its runs: no interval or verdict is worked out until all of
     # them have finished, so interim results cannot choose when to stop.
-    held = experiment.confirmatory and len(records) < len(experiment.runs)
+    complete = len(records) == len(experiment.runs)
+    held = experiment.confirmatory and not complete
     if experiment.design == "ablation" and not held:
         for arm, against, expect in _comparisons(experiment, records):
             if arm in arms and against in arms:
@@ -321,7 +322,7 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         "claim": experiment.claim, "caveats": list(experiment.caveats), "rule": stats.RULE,
         "design": experiment.design, "budget": experiment.budget, "metrics": experiment.metrics,
         "control": experiment.control, "sweep": experiment.sweep, "choose_on": experiment.choose_on,
-        "complete": len(records) == len(experiment.runs), "planned_runs": len(experiment.runs),
+        "complete": complete, "planned_runs": len(experiment.runs),
         "confirmatory": experiment.confirmatory,
         "differing_fields": differing_fields(records), "varied_fields": sorted(varied),
         "differing_provenance": differing_fields(records, "provenance"),
