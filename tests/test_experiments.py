@@ -250,7 +250,7 @@ def _write_run(root, name, seed, accuracy, precision="fp32", shortcuts=True, com
     from pipeline.io import write_json
 
     folder = root / "runs" / "cls" / name
-    config = make_config("cls", "smoke", {"seed": seed, "shortcuts": shortcuts})
+    config = make_config("cls", "full", {"epochs": 1, "seed": seed, "shortcuts": shortcuts})  # as GOOD declares
     write_json(folder / "config.json", {"model": "cls", **dataclasses.asdict(config)})
     write_json(folder / "provenance.json", {"git_commit": commit, "precision": precision, "processes": 1,
                                             "device": "cpu", "cpu": "AMD EPYC", "cpu_family": 25, "cpu_model": 1,
@@ -338,6 +338,24 @@ def test_a_run_from_uncommitted_changes_counts_only_in_a_draft_report(tmp_path, 
     monkeypatch.setenv(COUNT_UNCOMMITTED, "1")
     result = compare_experiment(Paths(tmp_path), experiment)
     assert len(result["runs"]) == 2 and not result["uncounted"] and result["comparisons"]
+
+
+def test_a_run_trained_with_another_config_than_declared_is_an_error_naming_its_folder_and_fields(tmp_path):
+    from pipeline.compare.experiments import compare_experiment
+    from pipeline.config import Paths
+
+    experiment = parse_experiments(copy.deepcopy(GOOD), tmp_path / "x.yaml")[0]
+    _write_run(tmp_path, "tiny-a", 0, 0.80)
+    _write_run(tmp_path, "tiny-b", 0, 0.60, shortcuts=False)
+    assert compare_experiment(Paths(tmp_path), experiment)["comparisons"]
+    # The declaration changes (as when a default changes) after the run was trained: its numbers no longer answer
+    # what the page would say they answer.
+    spec = copy.deepcopy(GOOD)
+    spec["tiny"]["runs"]["b"] = {"shortcuts": False, "depth": 34}
+    changed = parse_experiments(spec, tmp_path / "x.yaml")[0]
+    with pytest.raises(PipelineError, match=r"tiny-b/config.json: experiments.yaml declares run 'b' of experiment "
+                                            r"'tiny' with depth = 34, but .* trained with depth = 18"):
+        compare_experiment(Paths(tmp_path), changed)
 
 
 def test_padding_sentences_follow_the_numbers_by_the_rule():

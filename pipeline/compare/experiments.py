@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.compare import stats
 from pipeline.config import CONFIG, DECODE_SPEED, FINAL, METRICS, PROVENANCE, STEP_SPEED, TEST_PREDICTIONS, Paths, \
-    saved_config, uncommitted
+    PipelineError, saved_config, uncommitted
 from pipeline.evaluate.analyses import DELETION, analysis_path
 from pipeline.scoring.bleu import paired_bleu, signature_tokenizer
 from pipeline.experiments.definitions import CHANCE, EPOCH_METRICS, FINAL_METRICS, HIGHER_IS_BETTER, Experiment, \
@@ -24,6 +24,8 @@ from pipeline.io import load_arrays, read_json, read_jsonl, write_json
 # their config, and the page says so.
 PROVENANCE_FIELDS = ("precision", "processes", "device", "cpu", "cpu_family", "cpu_model", "threads")
 ITEM_METRICS = {"test_accuracy", "test_bleu"}  # scored per test item: a paired test on the items applies
+# Fields that say where and how fast a run ran, not what it computed: a run may differ from its declaration in these.
+RUNTIME_FIELDS = {"device", "threads", "collective_timeout_s"}
 # Set to 1 for a draft report that also counts runs trained from a tree with uncommitted changes.
 COUNT_UNCOMMITTED = "PIPELINE_COUNT_UNCOMMITTED"
 
@@ -36,6 +38,15 @@ def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | Non
     final = read_json(folder / FINAL, "test result of the run")
     epochs = read_jsonl(folder / METRICS)
     config = saved_config(experiment.model, read_json(folder / CONFIG, "run config"))
+    declared = experiment.config(run)
+    changed = [k for k in sorted(config) if k not in RUNTIME_FIELDS and config[k] != getattr(declared, k)]
+    if changed:
+        raise PipelineError(
+            f"{folder / CONFIG}: experiments.yaml declares run {run.name!r} of experiment {experiment.name!r} with "
+            + ", ".join(f"{k} = {getattr(declared, k)!r}" for k in changed) + ", but this folder's run was trained "
+            "with " + ", ".join(f"{k} = {config[k]!r}" for k in changed) + " (a default changed since, or the "
+            "declaration did). Declare the values it was trained with (in the run or the experiment's base) to keep "
+            "it, or move the folder aside and train the run again with `make experiments`.")
     provenance = read_json(folder / PROVENANCE, "provenance file")
     last = epochs[-1] if epochs else {}
     values = {m: final[m] for m in FINAL_METRICS[experiment.model] if m in final}
