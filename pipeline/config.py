@@ -177,7 +177,7 @@ class MtConfig:
     tokens_per_batch: int = 2048  # padded source + target tokens per batch
     lr: float = 1e-3  # peak learning rate after warm-up
     warmup_steps: int = 100  # optimiser steps of linear warm-up; an epoch of the toy task is about 120
-    lr_schedule: str = "inverse_sqrt"  # after warm-up: "inverse_sqrt" (decay with one over the square root of the step, never reaching zero) or "linear" (a straight line down to zero after the last step)
+    lr_schedule: str = "linear"  # after warm-up: "linear" (a straight line down to zero after the last step) or "inverse_sqrt" (decay with one over the square root of the step, never reaching zero; the default until confirm-schedule-mt)
     label_smoothing: float = 0.1  # probability mass spread evenly over the vocabulary in the training loss
     average_last: int = 0  # validation and the test score the mean of the weights at the end of the last this-many epochs (0 or 1: the last weights)
     clip_norm: float = 1.0  # gradients are rescaled to at most this global L2 norm
@@ -345,11 +345,15 @@ def validate(config):
     return config
 
 
+# Fields whose default changed after runs were saved without them: such a run was trained with this value.
+EARLIER_DEFAULTS = {"cls": {}, "mt": {"lr_schedule": "inverse_sqrt"}}
+
+
 def config_from_dict(model: str, values: dict):
     """Rebuild a saved config: fields this version no longer has are ignored, fields added since the run was
-    trained take their defaults (a new field's default keeps the behaviour the run was trained with)."""
+    trained take the value it was trained with (the default, or EARLIER_DEFAULTS where the default changed)."""
     names = {f.name for f in dataclasses.fields(CONFIGS[model])}
-    return CONFIGS[model](**{k: v for k, v in values.items() if k in names})
+    return CONFIGS[model](**{**EARLIER_DEFAULTS[model], **{k: v for k, v in values.items() if k in names}})
 
 
 def saved_config(model: str, values: dict) -> dict:

@@ -1,5 +1,6 @@
 """The Transformer's run: resume, fingerprints of its corpus and split, and the benchmark's guard."""
 
+import dataclasses
 import json
 
 import pytest
@@ -215,3 +216,13 @@ def test_a_shared_vocabulary_is_one_subword_model_and_one_table_and_survives_loa
     assert src_tok.model_proto == tgt_tok.model_proto
     assert model.src_embed.lookup.weight is model.tgt_embed.lookup.weight
     assert torch.equal(model.src_embed.lookup.weight, task.model.tgt_embed.lookup.weight.detach().cpu())
+
+
+def test_a_run_saved_before_lr_schedule_existed_reads_as_the_inverse_square_root_schedule_it_trained_with():
+    from pipeline.config import config_from_dict, make_config
+
+    assert make_config("mt", "full", {}).lr_schedule == "linear"  # the default since confirm-schedule-mt
+    saved = dataclasses.asdict(make_config("mt", "full", {}))
+    del saved["lr_schedule"]  # a config.json written before the field existed
+    assert config_from_dict("mt", saved).lr_schedule == "inverse_sqrt"
+    assert config_from_dict("mt", {**saved, "lr_schedule": "linear"}).lr_schedule == "linear"
