@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.compare import stats
-from pipeline.config import CONFIG, DECODE_SPEED, FINAL, METRICS, PROVENANCE, STEP_SPEED, TEST_PREDICTIONS, Paths, \
-    PipelineError, saved_config, uncommitted
+from pipeline.config import CONFIG, DECODE_SPEED, FINAL, MAIN_RUN, METRICS, PROVENANCE, STEP_SPEED, TEST_PREDICTIONS, \
+    Paths, PipelineError, saved_config, uncommitted
 from pipeline.evaluate.analyses import DELETION, analysis_path
 from pipeline.scoring.bleu import paired_bleu, signature_tokenizer
 from pipeline.experiments.definitions import CHANCE, EPOCH_METRICS, FINAL_METRICS, HIGHER_IS_BETTER, Experiment, \
@@ -40,7 +40,7 @@ def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | Non
     config = saved_config(experiment.model, read_json(folder / CONFIG, "run config"))
     declared = experiment.config(run)
     changed = [k for k in sorted(config) if k not in RUNTIME_FIELDS and config[k] != getattr(declared, k)]
-    if changed:
+    if changed and run.folder != MAIN_RUN:  # the main run is what `make train` trained (PROFILE, *_ARGS included)
         raise PipelineError(
             f"{folder / CONFIG}: experiments.yaml declares run {run.name!r} of experiment {experiment.name!r} with "
             + ", ".join(f"{k} = {getattr(declared, k)!r}" for k in changed) + ", but this folder's run was trained "
