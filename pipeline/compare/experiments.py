@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.compare import stats
 from pipeline.config import CONFIG, DECODE_SPEED, FINAL, MAIN_RUN, METRICS, PROVENANCE, STEP_SPEED, TEST_PREDICTIONS, \
-    Paths, PipelineError, saved_config, uncommitted
+    Paths, PipelineError, changed_fields, saved_config, uncommitted
 from pipeline.evaluate.analyses import DELETION, analysis_path
 from pipeline.scoring.bleu import paired_bleu, signature_tokenizer
 from pipeline.experiments.definitions import CHANCE, EPOCH_METRICS, FINAL_METRICS, HIGHER_IS_BETTER, Experiment, \
@@ -37,9 +37,10 @@ def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | Non
         return None
     final = read_json(folder / FINAL, "test result of the run")
     epochs = read_jsonl(folder / METRICS)
-    config = saved_config(experiment.model, read_json(folder / CONFIG, "run config"))
+    trained = read_json(folder / CONFIG, "run config")
+    config = saved_config(experiment.model, trained)
     declared = experiment.config(run)
-    changed = [k for k in sorted(config) if k not in RUNTIME_FIELDS and config[k] != getattr(declared, k)]
+    changed = [k for k in changed_fields(experiment.model, trained, declared) if k not in RUNTIME_FIELDS]
     if changed and run.folder != MAIN_RUN:  # the main run is what `make train` trained (PROFILE, *_ARGS included)
         raise PipelineError(
             f"{folder / CONFIG}: experiments.yaml declares run {run.name!r} of experiment {experiment.name!r} with "
