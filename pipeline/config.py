@@ -178,6 +178,7 @@ class MtConfig:
     lr: float = 1e-3  # peak learning rate after warm-up
     warmup_steps: int = 100  # optimiser steps of linear warm-up; an epoch of the toy task is about 120
     lr_schedule: str = "linear"  # after warm-up: "linear" (a straight line down to zero after the last step) or "inverse_sqrt" (decay with one over the square root of the step, never reaching zero; the default until confirm-schedule-mt)
+    precision: str = "auto"  # training arithmetic: auto (on the CPU bf16 where a probe finds it faster, else fp32; fp16 on CUDA), bf16, fp16 or fp32; validation and decoding always run in fp32
     label_smoothing: float = 0.1  # probability mass spread evenly over the vocabulary in the training loss
     average_last: int = 0  # validation and the test score the mean of the weights at the end of the last this-many epochs (0 or 1: the last weights)
     clip_norm: float = 1.0  # gradients are rescaled to at most this global L2 norm
@@ -335,18 +336,18 @@ def validate(config):
             raise PipelineError(f"--depth must be 18 or 34, not {config.depth}.")
         if config.width < 1:
             raise PipelineError(f"--width must be at least 1, got {config.width}.")
-        if config.precision not in ("auto", "bf16", "fp16", "fp32"):
-            raise PipelineError(f"--precision must be auto, bf16, fp16 or fp32, not {config.precision!r}.")
     if isinstance(config, MtConfig):
         if config.d_model % config.heads:
             raise PipelineError(f"--d_model {config.d_model} must be a multiple of --heads {config.heads}.")
         if config.lr_schedule not in ("inverse_sqrt", "linear"):
             raise PipelineError(f"--lr_schedule must be inverse_sqrt or linear, not {config.lr_schedule!r}.")
+    if config.precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise PipelineError(f"--precision must be auto, bf16, fp16 or fp32, not {config.precision!r}.")
     return config
 
 
 # Fields whose default changed after runs were saved without them: such a run was trained with this value.
-EARLIER_DEFAULTS = {"cls": {}, "mt": {"lr_schedule": "inverse_sqrt"}}
+EARLIER_DEFAULTS = {"cls": {}, "mt": {"lr_schedule": "inverse_sqrt", "precision": "fp32"}}
 
 
 def config_from_dict(model: str, values: dict):

@@ -57,12 +57,13 @@ def precision_record(tmp_path_factory) -> Path:
     record the probe keeps is made for them, saying fp32; the probe's rule and its record are tested with
     made-up rates (test_train_cls). Subprocesses inherit the variable."""
     from pipeline.io import write_json
-    from pipeline.train.runner import machine_key
+    from pipeline.train.runner import PROBE_UNITS, machine_key
 
     folder = tmp_path_factory.mktemp("cache")
     os.environ["PIPELINE_CACHE"] = str(folder)
-    write_json(folder / "precision.json", {machine_key(): {
-        "precision": "fp32", "probe_images_per_s": {}, "measured": "made by the tests' conftest"}})
+    write_json(folder / "precision.json", {machine_key(model): {
+        "precision": "fp32", f"probe_{unit}_per_s": {}, "measured": "made by the tests' conftest"}
+        for model, unit in PROBE_UNITS.items()})
     return folder
 
 

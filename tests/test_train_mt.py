@@ -226,3 +226,28 @@ def test_a_run_saved_before_lr_schedule_existed_reads_as_the_inverse_square_root
     del saved["lr_schedule"]  # a config.json written before the field existed
     assert config_from_dict("mt", saved).lr_schedule == "inverse_sqrt"
     assert config_from_dict("mt", {**saved, "lr_schedule": "linear"}).lr_schedule == "linear"
+    del saved["precision"]  # nor the precision: the Transformer trained in fp32 before it had the option
+    assert config_from_dict("mt", saved).precision == "fp32" and make_config("mt", "full", {}).precision == "auto"
+
+
+def test_the_transformer_trains_and_resumes_in_the_precision_chosen_for_it(corpus_root, monkeypatch):
+    """bf16 changes the training arithmetic (the losses differ from fp32's), is recorded, and a resumed run goes
+    on in it whatever would be chosen today; the Transformer's probe is recorded apart from the ResNet's."""
+    from pipeline.train import mt as mt_module
+
+    assert runner.machine_key("mt") != runner.machine_key("cls")
+    paths, config = Paths(corpus_root), _config(corpus_root)
+    runner.run(MtTask(config, paths), "mt", corpus_root / "fp32")
+    monkeypatch.setattr(mt_module, "resolve_precision", lambda *args, **kwargs: ("bf16", {}))
+    bf16 = MtTask(config, paths)
+    interrupt_at(monkeypatch, bf16, 1)
+    with pytest.raises(PipelineError, match="--resume"):
+        runner.run(bf16, "mt", corpus_root / "bf16")
+    stored = runner.load_checkpoint(corpus_root / "bf16" / "checkpoint.pt")["task"]
+    assert stored["precision"] == "bf16"
+    assert _metrics(corpus_root / "bf16")[0]["train_loss"] != _metrics(corpus_root / "fp32")[0]["train_loss"]
+    monkeypatch.setattr(mt_module, "resolve_precision", lambda *args, **kwargs: ("fp32", {}))
+    resumed = MtTask(config, paths)
+    resumed.load_state_dict(stored, corpus_root / "bf16" / "checkpoint.pt")
+    assert resumed.precision == "bf16"
+    assert MtTask(config, paths)._probe_rate("fp32") > 0

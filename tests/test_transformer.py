@@ -3,7 +3,9 @@ import torch
 
 from pipeline.data.translation import BOS_ID, EOS_ID, PAD_ID
 from pipeline.scoring.decode import beam_search, greedy_decode, reference_beam_search
-from pipeline.models.transformer import attention, causal_mask, make_transformer, padding_mask, target_mask
+from pipeline.models.transformer import (
+    DROPOUT_LEVELS, Dropout, attention, causal_mask, make_transformer, padding_mask, target_mask,
+)
 
 
 def tiny(**kw):
@@ -272,3 +274,26 @@ def test_shared_embeddings_are_one_table_and_need_one_vocabulary():
         20, 20, d_model=16, heads=2, layers=1, d_ff=32).parameters())
     with pytest.raises(ValueError, match="one vocabulary"):
         make_transformer(20, 22, d_model=16, heads=2, layers=1, d_ff=32, shared_embeddings=True)
+
+
+def test_dropout_zeroes_its_share_at_every_position_scales_the_rest_and_is_off_in_evaluation():
+    n, p = 400_000, 0.1
+    cut = round(p * DROPOUT_LEVELS)
+    drop = Dropout(p)
+    torch.manual_seed(0)
+    x = torch.ones(n, requires_grad=True)
+    y = drop(x)
+    # Each of the four 15-bit slices of a random word zeroes its own elements at rate p (within 5 binomial sds).
+    sd = (p * (1 - p) / (n / 4)) ** 0.5
+    for offset in range(4):
+        assert (y[offset::4] == 0).float().mean().item() == pytest.approx(p, abs=5 * sd), offset
+    kept = y[y != 0]
+    assert torch.allclose(kept, torch.full_like(kept, DROPOUT_LEVELS / (DROPOUT_LEVELS - cut)))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient flows through the kept elements, scaled alike
+    torch.manual_seed(0)
+    assert torch.equal(drop(torch.ones(n)), y.detach())  # one seed, one mask
+    assert not torch.equal(drop(torch.ones(n)), drop(torch.ones(n)))  # a new mask per call
+    drop.eval()
+    assert drop(x) is x
+    assert Dropout(0.0)(x) is x and not Dropout(1.0)(x).any()

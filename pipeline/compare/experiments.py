@@ -25,7 +25,9 @@ from pipeline.io import load_arrays, read_json, read_jsonl, write_json
 PROVENANCE_FIELDS = ("precision", "processes", "device", "cpu", "cpu_family", "cpu_model", "threads")
 ITEM_METRICS = {"test_accuracy", "test_bleu"}  # scored per test item: a paired test on the items applies
 # Fields that say where and how fast a run ran, not what it computed: a run may differ from its declaration in these.
-RUNTIME_FIELDS = {"device", "threads", "collective_timeout_s"}
+# The precision asked for is one ("auto" takes bf16 on some CPUs only); the precision a run trained in is in its
+# provenance, and arms trained in different ones are marked as differing in more than their config.
+RUNTIME_FIELDS = {"device", "threads", "collective_timeout_s", "precision"}
 # Set to 1 for a draft report that also counts runs trained from a tree with uncommitted changes.
 COUNT_UNCOMMITTED = "PIPELINE_COUNT_UNCOMMITTED"
 

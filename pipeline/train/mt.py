@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import time
 from pathlib import Path
@@ -20,7 +21,10 @@ from pipeline.scoring.decode import translate
 from pipeline.io import write_json
 from pipeline.models.transformer import Transformer, make_transformer
 from pipeline.train import distributed
-from pipeline.train.runner import LossTrace, epoch_generator, load_checkpoint, pick_device, progress, seed_everything
+from pipeline.train.runner import (
+    LossTrace, autocast, epoch_generator, load_checkpoint, pick_device, progress, resolve_precision, seed_everything,
+    steps_per_second,
+)
 
 
 def lr_at(step: int, warmup_steps: int, peak: float, schedule: str, total_steps: int) -> float:
@@ -108,10 +112,11 @@ def load_trained(run_dir: Path, device: torch.device) -> tuple[MtConfig, Transfo
     return config, model.eval(), src_tok, tgt_tok
 
 
+PROBE_STEPS = 8  # the precision probe: timed training steps per precision, on the run's first batches
+
+
 class MtTask:
     """The Transformer on a translation corpus, as the shared epoch loop drives it."""
-
-    precision = "fp32"
 
     def __init__(self, config: MtConfig, paths: Paths):
         self.config = config
@@ -131,7 +136,33 @@ class MtTask:
             self._use_tokenizers(shared, shared)
         else:
             self._use_tokenizers(Tokenizer.train(sources, config.vocab_size), Tokenizer.train(targets, config.vocab_size))
+        # Every rank must train in the same precision: rank 0 probes, the others take its answer.
+        self.precision, self.precision_probe = distributed.from_rank0(
+            lambda: resolve_precision(config.precision, self.device, self._probe_rate, model="mt"), self.world)
+        # fp16 needs loss scaling; bf16 does not.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step = 0
+
+    def _probe_rate(self, precision: str) -> float:
+        """Training tokens/s of a throwaway copy of the network in `precision`, on the first batches of the run's
+        first epoch; the run's random streams are left untouched."""
+        batches = [self._tensors([self.train_ids[i] for i in b]) for b in self._batches(0)[:PROBE_STEPS]]
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(self.config, len(self.src_tok), len(self.tgt_tok), self.device)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+            # Each batch once untimed (bf16 kernels are made for each new shape on first use), then timed.
+            feed = itertools.cycle(batches)
+
+            def step():
+                src, tgt = next(feed)
+                with autocast(self.device, precision):
+                    loss = sequence_loss(model, src, tgt, self.config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+            tokens = sum(src.numel() + tgt.numel() for src, tgt in batches)
+            return tokens / len(batches) * steps_per_second(step, len(batches), len(batches), self.device)
 
     def _use_tokenizers(self, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
         """Everything that hangs on the subword models: the encoded splits, the network and its optimiser."""
@@ -151,7 +182,8 @@ class MtTask:
             if splits.published else with_all_references(splits.test)
         self.model = build_model(config, len(self.src_tok), len(self.tgt_tok), self.device)
         self.net = distributed.wrap(self.model, self.world)  # DDP under torchrun: gradients averaged over ranks
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-9)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-9,
+                                          fused=self.device.type in ("cpu", "cuda"))  # one kernel for all weights
         self.snapshots: list[dict] = []  # the weights at the end of the last average_last epochs, on the CPU
         self.scored_model = self.model
 
@@ -187,12 +219,15 @@ class MtTask:
                     group["lr"] = lr
                 # Summed over this rank's tokens and divided by the whole batch's: after DDP averages the
                 # ranks' gradients, the step is that of the mean over every token of the batch.
-                local_sum = sequence_loss(self.net, src, tgt, config.label_smoothing, reduction="sum") * weight
+                with autocast(self.device, self.precision):
+                    local_sum = sequence_loss(self.net, src, tgt, config.label_smoothing, reduction="sum") * weight
                 loss = local_sum * (self.world.size / n)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-                self.optimizer.step()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
                 trace.add(self.step, local_sum, n / self.world.size)  # n counts the whole batch's tokens
                 self.step += 1
                 loss_sum += local_sum.detach()
@@ -268,6 +303,8 @@ class MtTask:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
+            "precision": self.precision,
+            "scaler": self.scaler.state_dict(),
             **({"snapshots": self.snapshots, "scored_model": self.scored_model.state_dict()} if self.snapshots else {}),
             "src_tokenizer": self.src_tok.model_proto,
             "tgt_tokenizer": self.tgt_tok.model_proto,
@@ -283,6 +320,12 @@ class MtTask:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
+        # The stored precision, and the scaler made for it: a resumed run goes on in the arithmetic it began in
+        # (a checkpoint from before the Transformer had a precision trained in fp32).
+        self.precision = state.get("precision", "fp32")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         if state.get("snapshots"):
             self.snapshots = state["snapshots"][:-1]
             self._average()  # the last snapshot is the model's own weights, just loaded

@@ -46,40 +46,47 @@ def probe_cache() -> Path:
     return Path(os.environ.get("PIPELINE_CACHE") or Path.home() / ".cache" / "dl-report") / "precision.json"
 
 
-def machine_key() -> str:
-    """What decides the probe's answer: the CPU (name, ids, speed flags), the thread count and torch's version."""
+PROBE_UNITS = {"cls": "images", "mt": "tokens"}  # what each model's probe counts per second
+
+
+def machine_key(model: str = "cls") -> str:
+    """What decides the probe's answer: the model, the CPU (name, ids, speed flags), the thread count and torch's
+    version."""
     cpu, flags = _cpu_info()
     ids = cpu_ids()
-    return " | ".join([cpu, *(f"{k}={v}" for k, v in ids.items()), ",".join(f for f in SPEED_FLAGS if f in flags),
-                       f"threads={torch.get_num_threads()}", f"torch={torch.__version__}"])
+    return " | ".join([*([] if model == "cls" else [model]), cpu, *(f"{k}={v}" for k, v in ids.items()),
+                       ",".join(f for f in SPEED_FLAGS if f in flags), f"threads={torch.get_num_threads()}",
+                       f"torch={torch.__version__}"])
 
 
-def resolve_precision(requested: str, device: torch.device, rate=None, cache: Path | None = None) -> tuple[str, dict]:
-    """The precision to train in, and what was measured to choose it.
+def resolve_precision(requested: str, device: torch.device, rate=None, cache: Path | None = None,
+                      model: str = "cls") -> tuple[str, dict]:
+    """The precision to train `model` in, and what was measured to choose it.
 
-    "auto" on the CPU times a few training steps in fp32 and in bf16 with `rate(precision) -> images/s`
-    and takes bf16 only where it is clearly faster (on some CPUs with avx512_bf16 it is slower, on CPUs without
-    bf16 instructions it is many times slower). The answer is recorded per machine in `cache` and reused, so two
-    runs on one machine never train in different precisions because a timing wobbled; delete the file to probe
-    again. On CUDA fp16, elsewhere fp32 (autocast has no kernels for MPS here)."""
+    "auto" on the CPU times a few training steps in fp32 and in bf16 with `rate(precision)` (images/s for the
+    ResNet, tokens/s for the Transformer) and takes bf16 only where it is clearly faster (on some CPUs with
+    avx512_bf16 it is slower, on CPUs without bf16 instructions it is many times slower). The answer is recorded
+    per machine and model in `cache` and reused, so two runs on one machine never train in different precisions
+    because a timing wobbled; delete the file to probe again. On CUDA fp16, elsewhere fp32 (autocast has no kernels for MPS here)."""
     if requested != "auto":
         return requested, {}
     if device.type == "cpu" and rate is not None:
         cache = cache or probe_cache()
-        key = machine_key()
+        key, rate_name = machine_key(model), f"probe_{PROBE_UNITS[model]}_per_s"
         try:
             known = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
         except (OSError, ValueError):
             known = {}  # an unreadable record is measured again and rewritten
-        if not isinstance(known.get(key), dict) or known[key].get("precision") not in ("fp32", "bf16"):
+        if not isinstance(known.get(key), dict) or known[key].get("precision") not in ("fp32", "bf16") \
+                or rate_name not in known[key]:
             rates = {precision: round(rate(precision), 1) for precision in ("fp32", "bf16")}
             known[key] = {"precision": "bf16" if rates["bf16"] >= BF16_MARGIN * rates["fp32"] else "fp32",
-                          "probe_images_per_s": rates,
+                          rate_name: rates,
                           "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
             cache.parent.mkdir(parents=True, exist_ok=True)
             write_json(cache, known)
         entry = known[key]
-        return entry["precision"], {"probe_images_per_s": entry["probe_images_per_s"],
+        return entry["precision"], {rate_name: entry[rate_name],
                                     "probe_measured": entry["measured"], "probe_record": str(cache)}
     return {"cpu": "bf16", "cuda": "fp16"}.get(device.type, "fp32"), {}
 
