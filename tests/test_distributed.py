@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 ARGS = {
     "cls": ["--profile", "smoke", "--epochs", "2", "--train_limit", "128", "--val_size", "32", "--test_limit", "32",
             "--batch_size", "32", "--precision", "fp32", "--width", "16"],
-    "mt": ["--profile", "smoke", "--epochs", "2"],
+    "mt": ["--profile", "smoke", "--epochs", "2", "--precision", "fp32"],
 }
 
 
@@ -76,7 +76,7 @@ def test_a_failing_rank_stops_the_whole_run(root):
 
 EXACT = {"cls": ["--train_limit", "64", "--batch_size", "16", "--val_size", "16", "--test_limit", "16",
                  "--precision", "fp32", "--width", "8"],
-         "mt": ["--dropout", "0", "--tokens_per_batch", "512", "--clip_norm", "1000"]}
+         "mt": ["--dropout", "0", "--tokens_per_batch", "512", "--clip_norm", "1000", "--precision", "fp32"]}
 
 
 def _steps(root, model, processes, out, broken=False):
