@@ -244,7 +244,7 @@ def test_an_fp16_run_resumes_with_its_own_loss_scaler_whatever_would_be_chosen_t
     The stored precision must come back before the scaler, so the scaler is the stored, enabled one."""
     from pipeline.train import cls as cls_module
 
-    paths, config = Paths(cifar_root), make_config("cls", "full", [*TINY, "--epochs", "2"])
+    paths, config = Paths(cifar_root), make_config("cls", "full", [*TINY, "--epochs", "2", "--width", "4"])
     monkeypatch.setattr(cls_module, "resolve_precision", lambda *args: ("fp16", {}))
     first = ClsTask(config, paths)
     interrupt_at(monkeypatch, first, 1)
@@ -252,6 +252,7 @@ def test_an_fp16_run_resumes_with_its_own_loss_scaler_whatever_would_be_chosen_t
         runner.run(first, "cls", cifar_root / "fp16")
     stored = runner.load_checkpoint(cifar_root / "fp16" / "checkpoint.pt")["task"]
     assert stored["precision"] == "fp16" and stored["scaler"]["scale"] > 0
+    stored["scaler"]["scale"] = 1234.0  # a scale no fresh scaler starts from, so only a loaded one has it
 
     monkeypatch.setattr(cls_module, "resolve_precision", lambda *args: ("fp32", {}))
     resumed = ClsTask(config, paths)
