@@ -14,7 +14,7 @@ from pipeline.io import save_arrays
 from pipeline.models.resnet import ResNet, make_resnet
 from pipeline.train import distributed
 from pipeline.train.runner import (
-    LossTrace, autocast, epoch_generator, pick_device, progress, resolve_precision, seed_everything,
+    LossTrace, autocast, epoch_generator, loss_scaler, pick_device, progress, resolve_precision, seed_everything,
     steps_per_second,
 )
 
@@ -151,8 +151,7 @@ class ClsTask:
         # Alternating flips: each image's side in the first epoch, the other side in every next one.
         self.first_flips = (torch.rand(len(train_idx), generator=torch.Generator().manual_seed(config.seed)) < 0.5
                             ).to(self.device) if config.flip == "alternate" else None
-        # fp16 needs loss scaling; bf16 does not.
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.scaler = loss_scaler(self.device, self.precision)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.step = 0
 
@@ -271,7 +270,7 @@ class ClsTask:
         # The stored precision first, and the scaler made for it: an fp16 run keeps its loss scale, whatever
         # precision would be chosen today.
         self.precision = state["precision"]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.scaler = loss_scaler(self.device, self.precision)
         self.scaler.load_state_dict(state["scaler"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

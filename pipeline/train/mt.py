@@ -22,8 +22,8 @@ from pipeline.io import write_json
 from pipeline.models.transformer import Transformer, make_transformer
 from pipeline.train import distributed
 from pipeline.train.runner import (
-    LossTrace, autocast, epoch_generator, load_checkpoint, pick_device, progress, resolve_precision, seed_everything,
-    steps_per_second,
+    LossTrace, autocast, epoch_generator, load_checkpoint, loss_scaler, pick_device, progress, resolve_precision,
+    seed_everything, steps_per_second,
 )
 
 
@@ -139,8 +139,7 @@ class MtTask:
         # Every rank must train in the same precision: rank 0 probes, the others take its answer.
         self.precision, self.precision_probe = distributed.from_rank0(
             lambda: resolve_precision(config.precision, self.device, self._probe_rate, model="mt"), self.world)
-        # fp16 needs loss scaling; bf16 does not.
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.scaler = loss_scaler(self.device, self.precision)
         self.step = 0
 
     def _probe_rate(self, precision: str) -> float:
@@ -323,7 +322,7 @@ class MtTask:
         # The stored precision, and the scaler made for it: a resumed run goes on in the arithmetic it began in
         # (a checkpoint from before the Transformer had a precision trained in fp32).
         self.precision = state.get("precision", "fp32")
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.scaler = loss_scaler(self.device, self.precision)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if state.get("snapshots"):

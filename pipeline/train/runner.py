@@ -51,7 +51,8 @@ PROBE_UNITS = {"cls": "images", "mt": "tokens"}  # what each model's probe count
 
 def machine_key(model: str = "cls") -> str:
     """What decides the probe's answer: the model, the CPU (name, ids, speed flags), the thread count and torch's
-    version."""
+    version. The ResNet's key has no model name, as before the Transformer had a probe, so its recorded answers
+    stay valid."""
     cpu, flags = _cpu_info()
     ids = cpu_ids()
     return " | ".join([*([] if model == "cls" else [model]), cpu, *(f"{k}={v}" for k, v in ids.items()),
@@ -67,7 +68,8 @@ def resolve_precision(requested: str, device: torch.device, rate=None, cache: Pa
     ResNet, tokens/s for the Transformer) and takes bf16 only where it is clearly faster (on some CPUs with
     avx512_bf16 it is slower, on CPUs without bf16 instructions it is many times slower). The answer is recorded
     per machine and model in `cache` and reused, so two runs on one machine never train in different precisions
-    because a timing wobbled; delete the file to probe again. On CUDA fp16, elsewhere fp32 (autocast has no kernels for MPS here)."""
+    because a timing wobbled; delete the file to probe again. On CUDA fp16, elsewhere fp32 (autocast has no
+    kernels for MPS here)."""
     if requested != "auto":
         return requested, {}
     if device.type == "cpu" and rate is not None:
@@ -107,6 +109,11 @@ def steps_per_second(step, steps: int, warmup: int = 1, device: torch.device | N
         step()
     synchronize(device)
     return steps / (time.perf_counter() - t0)
+
+
+def loss_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """The gradient scaler for `precision`: fp16 needs loss scaling, bf16 and fp32 do not (it is then disabled)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
 def autocast(device: torch.device, precision: str):
