@@ -27,6 +27,7 @@ TEST_PREDICTIONS = "test_predictions"  # each test item's prediction alone (.npz
 CONFIG = "config.json"
 PROVENANCE = "provenance.json"
 DECODE_SPEED = "decode_speed.json"  # the Transformer's beam search timed batched and one sentence at a time (bench)
+DECODING = "decoding.json"  # validation decodes per beam size and length penalty (an experiment of design decoding)
 STEP_SPEED = "step_speed.json"  # the ResNet's training step timed eager and under torch.compile (bench)
 MAIN_RUN = "main"  # the run the model pages show
 UNCOMMITTED = "-dirty"  # how a provenance commit ends when the tree had uncommitted changes

@@ -376,3 +376,88 @@ def test_padding_sentences_follow_the_numbers_by_the_rule():
     assert "no clear difference" in noisy[0]
     assert "stays open" in padding_sentences({"one": [run(0, 30.0, 38.0, 100)]})[0]
     assert padding_sentences({"old": [{"seed": 0, "values": {"test_bleu": 30.0}}]}) == []
+
+
+DECODING = {"dec": {"model": "mt", "question": "Q?", "metrics": ["val_bleu"], "design": "decoding",
+                    "budget": "inference only", "decoding": {"beam_size": [0, 4, 8], "length_penalty": [0.6, 1.0]},
+                    "runs": {"s0": {"seed": 0}, "s1": {"seed": 1}, "s2": {"seed": 2}}}}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["dec"]["decoding"].update(length_penalty=[1.0]), r"field 'decoding': the grid must include the "
+                                                                    r"recipe's own beam_size and length_penalty"),
+    (lambda d: d["dec"]["decoding"].update(beam_size=[4, "wide"]), r"field 'decoding': must be \{beam_size"),
+    (lambda d: d["dec"].update(decoding={"beam_size": [4]}), r"field 'decoding': must be \{beam_size"),
+    (lambda d: d["dec"]["runs"]["s2"].update(epochs=3), r"field 'runs': the runs of a decoding experiment must "
+                                                        r"share one recipe"),
+    (lambda d: d["dec"].update(metrics=["test_bleu", "val_bleu"]), r"chooses on val_bleu"),
+    (lambda d: d.update(other={**GOOD["tiny"], "decoding": {"beam_size": [4], "length_penalty": [0.6]}}),
+     r"experiment 'other', field 'decoding': only an experiment of design decoding"),
+])
+def test_a_bad_decoding_experiment_names_the_file_and_the_field(tmp_path, change, message):
+    data = copy.deepcopy(DECODING)
+    change(data)
+    with pytest.raises(PipelineError, match=message):
+        parse_experiments(data, tmp_path / "x.yaml")
+
+
+def _write_decoded_run(root, folder, seed, better: bool):
+    """A finished Transformer run of the default recipe and its validation decodes: every setting translates
+    half of 40 sentences right, except beam 8 with alpha 1.0, which gets all of them right when `better`, and
+    none when not."""
+    from pipeline.config import make_config
+    from pipeline.io import write_json
+
+    run = root / "runs" / "mt" / folder
+    write_json(run / "config.json", {"model": "mt", **dataclasses.asdict(make_config("mt", "full", {"seed": seed}))})
+    write_json(run / "provenance.json", {"git_commit": "abc", "precision": "bf16", "processes": 1, "device": "cpu",
+                                         "cpu": "Intel Xeon", "cpu_family": 6, "cpu_model": 167, "threads": 2})
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 2.0, "val_bleu": 30.0}) + "\n")
+    write_json(run / "final.json", {"test_bleu": 30.0, "train_wall_s": 1.0})
+    references = [[f"sentence {i} of seed {seed} says something longer than four words"] for i in range(40)]
+    half = [r[0] if i % 2 else "no words in common" for i, r in enumerate(references)]
+    settings = {}
+    for beam, alpha in ((0, 0.0), (4, 0.6), (4, 1.0), (8, 0.6), (8, 1.0)):
+        key = "greedy" if beam == 0 else f"beam {beam}, alpha {alpha:g}"
+        hypotheses = ([r[0] for r in references] if better else ["none"] * 40) if key == "beam 8, alpha 1" else half
+        settings[key] = {"beam_size": beam, "length_penalty": alpha, "hypotheses": hypotheses, "git_commit": "abc",
+                         "val_bleu": paired_bleu(hypotheses, half, references, resamples=10)["difference"] + 50}
+    write_json(run / "decoding.json", {"tokenize": "13a", "sources": [f"s{i}" for i in range(40)],
+                                       "references": references, "settings": settings,
+                                       "provenance": {"cpu": "Intel Xeon", "cpu_family": 6, "cpu_model": 167}})
+
+
+@pytest.mark.parametrize("better", [True, False])
+def test_a_decoding_setting_is_chosen_only_when_it_beats_the_default_by_the_rule(tmp_path, better, monkeypatch):
+    from pipeline.compare.experiments import COUNT_UNCOMMITTED, compare_all, compare_experiment
+    from pipeline.config import Paths
+    from pipeline.figures.build import build_experiments
+    from pipeline.report.pages import EXPERIMENT_PAGE, environment
+
+    experiment = parse_experiments(copy.deepcopy(DECODING), tmp_path / "x.yaml")[0]
+    for seed in range(3):
+        _write_decoded_run(tmp_path, f"dec-s{seed}", seed, better)
+    result = compare_experiment(Paths(tmp_path), experiment)
+    answer, verdicts = result["answer"], {c["arm"]: c["verdict"] for c in result["comparisons"]}
+    assert answer["default"] == "beam 4, alpha 0.6" and answer["decoded_runs"] == 3 and result["complete"]
+    assert verdicts["beam 8, alpha 1"] == ("better" if better else "worse")
+    assert {v for k, v in verdicts.items() if k != "beam 8, alpha 1"} == {"no clear difference"}
+    assert answer["changed"] == better and answer["chosen_value"] == ("beam 8, alpha 1" if better else "beam 4, alpha 0.6")
+    chosen = next(c for c in result["comparisons"] if c["arm"] == "beam 8, alpha 1")["metrics"][0]
+    assert [t["seed"] for t in chosen["sample_tests"]] == [0, 1, 2] and all(t["p_value"] < 0.05
+                                                                             for t in chosen["sample_tests"])
+    assert answer["table"][0]["cells"][1] is None  # greedy has no length penalty: one cell
+    page = environment().get_template(EXPERIMENT_PAGE).render(e={**result, "figures": {}}, assets="../../assets")
+    assert "| 4 | 50.00 (default) | 50.00 |" in page
+    assert ("**beam 8, alpha 1 beats the default by the rule**" in page) == better
+    assert ("**No setting beat the default by the rule**" in page) != better
+    assert "| beam 4, alpha 1 | +0.00 |" in page and "| not needed | **no clear difference** |" in page
+    assert "Decoded at commit `abc` on Intel Xeon (family 6, model 167)." in page
+    compare_all(Paths(tmp_path), [experiment])
+    assert [f["id"] for f in build_experiments(Paths(tmp_path))] == ["exp_dec_grid"]
+    dirty = tmp_path / "runs" / "mt" / "dec-s2" / "decoding.json"  # decoded from uncommitted changes: not counted
+    dirty.write_text(dirty.read_text().replace('"git_commit": "abc"', '"git_commit": "abc-dirty"', 1))
+    monkeypatch.setenv(COUNT_UNCOMMITTED, "0")
+    assert compare_experiment(Paths(tmp_path), experiment)["answer"]["decoded_runs"] == 2
+    dirty.unlink()  # a run not decoded yet: not complete
+    assert not compare_experiment(Paths(tmp_path), experiment)["complete"]

@@ -251,3 +251,25 @@ def test_the_transformer_trains_and_resumes_in_the_precision_chosen_for_it(corpu
     resumed.load_state_dict(stored, corpus_root / "bf16" / "checkpoint.pt")
     assert resumed.precision == "bf16"
     assert MtTask(config, paths)._probe_rate("fp32") > 0
+
+
+def test_the_decoding_grid_decodes_the_validation_sentences_the_run_was_validated_on(corpus_root, monkeypatch):
+    from pipeline.evaluate import decoding
+
+    paths = Paths(corpus_root)
+    task = MtTask(_config(corpus_root, "--epochs", "1"), paths)
+    runner.run(task, "mt", paths.run("mt"))
+    record = decoding.decode_validation(paths.run("mt"), [(0, 0.0), (2, 0.6)])
+    assert set(record["settings"]) == {"greedy", "beam 2, alpha 0.6"}
+    assert (record["sources"], record["references"]) == (task.val_sources, task.val_references)
+    # Greedy, as validation decodes while training: the same BLEU as the run's last epoch logged.
+    assert record["settings"]["greedy"]["val_bleu"] == _metrics(paths.run("mt"))[-1]["val_bleu"]
+    assert len(record["settings"]["beam 2, alpha 0.6"]["hypotheses"]) == len(record["sources"])
+    calls = []
+    real = decoding.translate
+    monkeypatch.setattr(decoding, "translate", lambda *a, **k: calls.append(a[6:8]) or real(*a, **k))
+    record = decoding.decode_validation(paths.run("mt"), [(0, 0.0), (2, 0.6), (2, 1.0)])
+    assert calls == [(2, 1.0)] and len(record["settings"]) == 3  # only the setting not decoded before
+    (paths.run("mt") / "checkpoint.pt").unlink()
+    with pytest.raises(PipelineError, match=r"main/checkpoint\.pt is missing: the decoding experiment"):
+        decoding.decode_validation(paths.run("mt"), [(4, 0.6)])

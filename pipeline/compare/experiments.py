@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.compare import stats
-from pipeline.config import CONFIG, DECODE_SPEED, FINAL, MAIN_RUN, METRICS, PROVENANCE, STEP_SPEED, TEST_PREDICTIONS, \
-    Paths, PipelineError, changed_fields, saved_config, uncommitted
+from pipeline.config import CONFIG, DECODE_SPEED, DECODING, FINAL, MAIN_RUN, METRICS, PROVENANCE, STEP_SPEED, \
+    TEST_PREDICTIONS, Paths, PipelineError, changed_fields, saved_config, uncommitted
 from pipeline.evaluate.analyses import DELETION, analysis_path
 from pipeline.scoring.bleu import paired_bleu, signature_tokenizer
 from pipeline.experiments.definitions import CHANCE, EPOCH_METRICS, FINAL_METRICS, HIGHER_IS_BETTER, Experiment, \
@@ -184,6 +184,75 @@ def sweep_answer(experiment: Experiment, records: list[dict], comparisons: list[
             "at_chance": [r["name"] for r in records if r["at_chance"]]}
 
 
+def decoded_runs(paths: Paths, experiment: Experiment, records: list[dict]) -> dict[str, dict]:
+    """A decoding experiment's validation decodes, by run folder: only runs whose decoding.json holds every
+    setting of the grid, each decoded from a commit (or counted anyway, as runs are, in a draft report)."""
+    from pipeline.evaluate.decoding import setting_key
+
+    keys = {setting_key(*s) for s in experiment.settings()}
+    decodes = {}
+    for r in records:
+        path = paths.run(experiment.model, r["folder"]) / DECODING
+        if path.exists():
+            record = read_json(path, "validation decodes of the run")
+            traced = all(counts({"commit": s["git_commit"]}) for s in record["settings"].values())
+            if keys <= set(record["settings"]) and traced:
+                decodes[r["folder"]] = record
+    return decodes
+
+
+def _machine(provenance: dict) -> str:
+    """A CPU as "name (family F, model M)"."""
+    return f"{provenance.get('cpu')} (family {provenance.get('cpu_family')}, model {provenance.get('cpu_model')})"
+
+
+def decoding_answer(experiment: Experiment, records: list[dict], decodes: dict[str, dict]) -> tuple[dict, list]:
+    """Each setting of the grid against the recipe's own on validation BLEU, by the one rule: the interval over
+    seeds (paired t) and, where it excludes zero, sacrebleu's paired bootstrap on each seed's validation
+    sentences (elsewhere the verdict is already "no clear difference"). A setting is chosen only when it beats
+    the default, the best of those that do."""
+    from pipeline.evaluate.decoding import setting_key
+
+    keys = [setting_key(*s) for s in experiment.settings()]
+    default = setting_key(*experiment.default_setting())
+    decoded = [r for r in records if r["folder"] in decodes]
+    scores = {k: {r["seed"]: decodes[r["folder"]]["settings"][k]["val_bleu"] for r in decoded} for k in keys}
+    means = {k: float(np.mean(list(v.values()))) for k, v in scores.items()}
+    comparisons = []
+    for key in keys:
+        if key == default:
+            continue
+        training = stats.training_difference(scores[key], scores[default])
+        tests = []
+        if training is not None and (training["low"] > 0 or training["high"] < 0):
+            for r in decoded:
+                record = decodes[r["folder"]]
+                tests.append({**paired_bleu(record["settings"][key]["hypotheses"],
+                                            record["settings"][default]["hypotheses"], record["references"],
+                                            tokenize=record["tokenize"]), "seed": r["seed"]})
+        word = stats.verdict(training, tests, "higher")
+        word = {"supported": "better", "contradicted": "worse"}.get(word, word)
+        comparisons.append({"arm": key, "against": default, "value": key, "expect": None, "mean": means[key],
+                            "metrics": [{"metric": "val_bleu", "difference": means[key] - means[default],
+                                         "training": training, "sample_tests": tests, "verdict": word,
+                                         "borrowed": False}], "verdict": word})
+    beating = [c for c in comparisons if c["verdict"] == "better"]
+    chosen = max(beating, key=lambda c: c["mean"])["value"] if beating else default
+    best = max(keys, key=lambda k: means[k])
+    return {"kind": "decoding", "metric": "val_bleu", "default": default, "default_score": means[default],
+            "best": best, "best_score": means[best], "chosen_value": chosen, "changed": bool(beating),
+            "decoded_runs": len(decoded),
+            "decoded_at": sorted({s["git_commit"][:10] for d in decodes.values() for s in d["settings"].values()}),
+            "decoded_on": sorted({_machine(d["provenance"]) for d in decodes.values()}),
+            "sentences": {str(r["seed"]): len(decodes[r["folder"]]["sources"]) for r in decoded},
+            "alphas": experiment.decoding["length_penalty"],
+            # Means by beam size (rows) and length penalty (columns); greedy has one, under the first alpha.
+            "table": [{"beam_size": beam, "cells": [
+                {"mean": means[setting_key(beam, alpha)], "default": setting_key(beam, alpha) == default}
+                if beam or i == 0 else None for i, alpha in enumerate(experiment.decoding["length_penalty"])]}
+                for beam in experiment.decoding["beam_size"]]}, comparisons
+
+
 def deletion_answer(deletion: dict) -> dict:
     """Does deleting the regions Grad-CAM marks first lower the model's confidence faster than deleting random
     regions, or the least marked first? The area between the curves per image: mean, 95 % t interval, verdict."""
@@ -293,6 +362,11 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
     # A confirmatory experiment was declared before its runs: no interval or verdict is worked out until all of
     # them have finished, so interim results cannot choose when to stop.
     complete = len(records) == len(experiment.runs)
+    if experiment.design == "decoding":
+        decodes = decoded_runs(paths, experiment, records)
+        complete = complete and len(decodes) == len(records)
+        if not decodes:
+            return None
     held = experiment.confirmatory and not complete
     if experiment.design == "ablation" and not held:
         for arm, against, expect in _comparisons(experiment, records):
@@ -322,6 +396,8 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         answer = {"kind": "held", "metric": experiment.metrics[0]}
     elif experiment.design == "deletion":
         answer = deletion_answer(extra["deletion"])
+    elif experiment.design == "decoding":
+        answer, comparisons = decoding_answer(experiment, records, decodes)
     elif experiment.design == "sweep":
         answer = sweep_answer(experiment, records, comparisons)
     elif experiment.design == "seeds":

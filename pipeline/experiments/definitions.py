@@ -12,7 +12,7 @@ from pathlib import Path
 from pipeline.config import CONFIGS, MAIN_RUN, PROFILES, REPO, PipelineError, check_run_name, make_config
 
 EXPERIMENTS = Path(os.environ.get("PIPELINE_EXPERIMENTS", REPO / "experiments.yaml"))  # Make's EXPERIMENTS=
-DESIGNS = ("seeds", "ablation", "sweep", "deletion")
+DESIGNS = ("seeds", "ablation", "sweep", "deletion", "decoding")
 ANALYSES = ("gradient_norms",)
 FINAL_METRICS = {"cls": ("test_accuracy", "test_loss"),
                  "mt": ("test_bleu", "test_chrf", "test_ter", "test_greedy_bleu", "test_bleu_lowercase",
@@ -57,6 +57,7 @@ class Experiment:
 
     base: dict = dataclasses.field(default_factory=dict)  # config overrides every run shares
     confirmatory: bool = False  # declared before its runs: no verdict until every declared run has finished
+    decoding: dict = dataclasses.field(default_factory=dict)  # decoding: {beam_size: [...], length_penalty: [...]}
 
     def default_value(self):
         """A sweep's default: the value of the swept field in the recipe its runs share (profile and base)."""
@@ -64,6 +65,16 @@ class Experiment:
 
     def config(self, run: RunSpec):
         return make_config(self.model, self.profile, run.overrides)
+
+    def settings(self) -> list[tuple[int, float]]:
+        """A decoding experiment's grid: every (beam size, length penalty), beam size 0 (greedy) once."""
+        return list(dict.fromkeys((beam, float(alpha) if beam else 0.0) for beam in self.decoding["beam_size"]
+                                  for alpha in self.decoding["length_penalty"]))
+
+    def default_setting(self) -> tuple[int, float]:
+        """The (beam size, length penalty) of the recipe a decoding experiment's runs share."""
+        config = make_config(self.model, self.profile, self.base)
+        return config.beam_size, float(config.length_penalty) if config.beam_size else 0.0
 
     def command(self, run: RunSpec) -> str:
         """The command that trains one run by hand."""
@@ -86,7 +97,7 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
         if not isinstance(spec, dict):
             _fail(path, where, "expected a mapping with model, question, metrics, design and runs")
         known = {"model", "question", "metrics", "design", "budget", "base", "runs", "profile", "control", "sweep",
-                 "choose_on", "analysis", "comparisons", "claim", "caveats", "confirmatory"}
+                 "choose_on", "analysis", "comparisons", "claim", "caveats", "confirmatory", "decoding"}
         for key in spec:
             if key not in known:
                 _fail(path, f"{where}, field {key!r}", f"unknown field; the fields are {', '.join(sorted(known))}")
@@ -117,7 +128,7 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
         for run_name, overrides in runs_spec.items():
             run_where = f"{where}, run {run_name!r}"
             overrides = dict(overrides or {})
-            arm = str(overrides.pop("arm", name if design == "seeds" else run_name))  # seeds: one arm
+            arm = str(overrides.pop("arm", name if design in ("seeds", "decoding") else run_name))  # one arm
             same_as = overrides.pop("same_as", None)
             if same_as is not None and (overrides or not isinstance(same_as, str) or same_as.count("/") != 1):
                 _fail(path, run_where, "same_as takes EXPERIMENT/RUN, a run of another experiment trained with "
@@ -157,7 +168,8 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
         experiment = Experiment(str(name), model, spec["question"].strip(), metrics, design, spec["budget"].strip(),
                                 runs, profile, spec.get("control"), spec.get("sweep"), spec.get("choose_on"),
                                 spec.get("analysis"), tuple(comparisons), spec.get("claim", "").strip(),
-                                tuple(c.strip() for c in caveats), dict(base), spec.get("confirmatory", False))
+                                tuple(c.strip() for c in caveats), dict(base), spec.get("confirmatory", False),
+                                _decoding_grid(spec, design, model, path, where))
         for run in runs:
             try:
                 experiment.config(run)
@@ -165,6 +177,12 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
                 _fail(path, f"{where}, run {run.name!r}", str(e))
         if design == "ablation" and experiment.control not in arms and not comparisons:
             _fail(path, f"{where}, field 'control'", "must name one of the arms of the runs")
+        if design == "decoding":
+            if experiment.default_setting() not in experiment.settings():
+                _fail(path, f"{where}, field 'decoding'", "the grid must include the recipe's own beam_size and "
+                      "length_penalty: a setting is chosen only when it beats the default")
+            if metrics[0] != "val_bleu":
+                _fail(path, f"{where}, field 'metrics'", "a decoding experiment chooses on val_bleu: list it first")
         if design == "sweep":
             if experiment.sweep not in fields:
                 _fail(path, f"{where}, field 'sweep'", f"must name the config field of {model} that is varied")
@@ -176,7 +194,32 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
                 _fail(path, f"{where}, field 'choose_on'", "must be a validation score (val_...): the test set "
                                                            "chooses nothing")
         experiments.append(experiment)
-    return [_resolve_same_as(e, experiments, same_as_of, path) for e in experiments]
+    experiments = [_resolve_same_as(e, experiments, same_as_of, path) for e in experiments]
+    for e in (e for e in experiments if e.design == "decoding"):
+        recipes = {repr({k: v for k, v in dataclasses.asdict(e.config(r)).items() if k != "seed"}) for r in e.runs}
+        if len(recipes) > 1:
+            _fail(path, f"experiment {e.name!r}, field 'runs'", "the runs of a decoding experiment must share one "
+                                                                 "recipe (same_as included) and differ only in their seed")
+    return experiments
+
+
+def _decoding_grid(spec: dict, design: str, model: str, path: Path, where: str) -> dict:
+    """A decoding experiment's `decoding` field, checked: beam sizes (0 = greedy) and length penalties."""
+    grid = spec.get("decoding")
+    if design != "decoding":
+        if grid is not None:
+            _fail(path, f"{where}, field 'decoding'", "only an experiment of design decoding takes a grid")
+        return {}
+    if model != "mt":
+        _fail(path, f"{where}, field 'model'", "a decoding experiment decodes Transformer runs: model mt")
+    beams, alphas = (grid.get(k) if isinstance(grid, dict) else None for k in ("beam_size", "length_penalty"))
+    if not isinstance(grid, dict) or set(grid) != {"beam_size", "length_penalty"} \
+            or not isinstance(beams, list) or not beams or not isinstance(alphas, list) or not alphas \
+            or any(type(b) is not int or b < 0 for b in beams) \
+            or any(type(a) not in (int, float) or a < 0 for a in alphas):
+        _fail(path, f"{where}, field 'decoding'", "must be {beam_size: [whole numbers, 0 = greedy], "
+                                                   "length_penalty: [numbers >= 0]}")
+    return {"beam_size": beams, "length_penalty": alphas}
 
 
 def _resolve_same_as(experiment: Experiment, experiments: list[Experiment], same_as_of: dict,

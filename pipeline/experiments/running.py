@@ -10,7 +10,7 @@ from pipeline.experiments.definitions import Experiment
 
 def train_missing(paths: Paths, experiments: list[Experiment]) -> None:
     """Train every run that has no final.json yet, resuming an interrupted one; one line per run; then
-    compute the analyses that are missing."""
+    compute the analyses and the decodes that are missing."""
     from pipeline.evaluate.analyses import analysis_path, run_gradient_norms
     from pipeline.train import train
 
@@ -23,7 +23,23 @@ def train_missing(paths: Paths, experiments: list[Experiment]) -> None:
     if not todo:
         print("every experiment run has finished")
     for experiment in experiments:
+        if experiment.design == "decoding" and os.environ.get("RANK", "0") == "0":
+            decode_missing(paths, experiment)
         if experiment.analysis == "gradient_norms" and not analysis_path(paths, "gradient_norms").exists() \
                 and os.environ.get("RANK", "0") == "0":
             print(f"{experiment.name}: gradient norms of ResNet-18/34, residual and plain", flush=True)
             run_gradient_norms(paths, experiment.config(experiment.runs[0]))
+
+
+def decode_missing(paths: Paths, experiment: Experiment) -> None:
+    """A decoding experiment's validation decodes that its runs' decoding.json files do not hold yet."""
+    from pipeline.evaluate.decoding import decode_validation, decoded_settings, setting_key
+
+    settings = experiment.settings()
+    for run in experiment.runs:
+        run_dir = paths.run(experiment.model, run.folder)
+        missing = [s for s in settings if setting_key(*s) not in decoded_settings(run_dir)]
+        if missing:
+            print(f"{experiment.name}: {run.folder}: {len(missing)} decoding settings of the validation sentences",
+                  flush=True)
+            decode_validation(run_dir, settings)

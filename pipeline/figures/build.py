@@ -189,6 +189,12 @@ def build_experiments(paths: Paths) -> list[dict]:
                                  "first; mean and ± one standard deviation over the images.",
                                  "Three falling curves of confidence against the share of the image removed.",
                                  "curves"))
+        elif result["design"] == "decoding":
+            figures.append(entry(experiment_figures.decoding_grid(result["answer"], out / f"{name}.png"),
+                                 "Validation BLEU by decoding setting", "Each point is the mean validation BLEU "
+                                 "of the runs decoded with one beam size and length penalty; the square marks the "
+                                 "recipe's own setting. The intervals of the differences are in the table.",
+                                 "Lines of validation BLEU against the length penalty, one per beam size.", "grid"))
         else:
             metrics = [m for m in ("val_accuracy", "val_bleu", "val_loss", "train_loss")
                        if any(r["curves"].get(m) for r in result["runs"])][:3]

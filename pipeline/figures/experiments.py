@@ -90,3 +90,25 @@ def deletion_curves(curves: dict, path: Path) -> Path:
     ax.set_title(f"Deletion test on {len(curves['confidence']['random'])} test images")
     ax.legend()
     return save(fig, path)
+
+
+def decoding_grid(answer: dict, path: Path) -> Path:
+    """Mean validation BLEU against the length penalty, one line per beam size, greedy decoding as a flat
+    line; the default setting and the chosen one (if another) are marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    alphas = [float(a) for a in answer["alphas"]]
+    for i, row in enumerate(answer["table"]):
+        if row["beam_size"] == 0:
+            ax.axhline(row["cells"][0]["mean"], color="grey", linestyle="--", label="greedy")
+            continue
+        means = [cell["mean"] for cell in row["cells"]]
+        ax.plot(alphas, means, "o-", color=f"C{i}", label=f"beam {row['beam_size']}")
+        for alpha, cell in zip(alphas, row["cells"]):
+            if cell["default"]:
+                ax.plot([alpha], [cell["mean"]], "s", color="black", markersize=9, fillstyle="none",
+                        label="default")
+    ax.set_xlabel("length penalty alpha")
+    ax.set_ylabel("validation BLEU, mean over the runs")
+    ax.set_title(f"Decoding settings on {answer['decoded_runs']} runs' validation sentences")
+    ax.legend(fontsize=8)
+    return save(fig, path)
