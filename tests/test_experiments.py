@@ -452,6 +452,7 @@ def test_a_decoding_setting_is_chosen_only_when_it_beats_the_default_by_the_rule
     assert ("**beam 8, alpha 1 beats the default by the rule**" in page) == better
     assert ("**No setting beat the default by the rule**" in page) != better
     assert "| beam 4, alpha 1 | +0.00 |" in page and "| not needed | **no clear difference** |" in page
+    assert ("| p by seed 0: 0.001, 1: 0.001, 2: 0.001 | **" + ("better" if better else "worse")) in page
     assert "Decoded at commit `abc` on Intel Xeon (family 6, model 167)." in page
     compare_all(Paths(tmp_path), [experiment])
     assert [f["id"] for f in build_experiments(Paths(tmp_path))] == ["exp_dec_grid"]

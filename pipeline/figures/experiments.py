@@ -94,8 +94,8 @@ def deletion_curves(curves: dict, path: Path) -> Path:
 
 def decoding_grid(answer: dict, path: Path) -> Path:
     """Mean validation BLEU against the length penalty, one line per beam size, greedy decoding as a flat
-    line; the default setting and the chosen one (if another) are marked."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    line; the default setting is marked."""
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     alphas = [float(a) for a in answer["alphas"]]
     for i, row in enumerate(answer["table"]):
         if row["beam_size"] == 0:
@@ -110,5 +110,5 @@ def decoding_grid(answer: dict, path: Path) -> Path:
     ax.set_xlabel("length penalty alpha")
     ax.set_ylabel("validation BLEU, mean over the runs")
     ax.set_title(f"Decoding settings on {answer['decoded_runs']} runs' validation sentences")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the lines, never over them
     return save(fig, path)
