@@ -28,6 +28,7 @@ CONFIG = "config.json"
 PROVENANCE = "provenance.json"
 DECODE_SPEED = "decode_speed.json"  # the Transformer's beam search timed batched and one sentence at a time (bench)
 DECODING = "decoding.json"  # validation decodes per beam size and length penalty (an experiment of design decoding)
+DELETION = "deletion"  # the main run's Grad-CAM deletion test: an analysis (Paths.analysis), written by its evaluation
 STEP_SPEED = "step_speed.json"  # the ResNet's training step timed eager and under torch.compile (bench)
 MAIN_RUN = "main"  # the run the model pages show
 UNCOMMITTED = "-dirty"  # how a provenance commit ends when the tree had uncommitted changes
@@ -70,6 +71,10 @@ class Paths:
 
     def run(self, model: str, name: str = MAIN_RUN) -> Path:
         return self.runs / model / check_run_name(name)
+
+    def analysis(self, name: str) -> Path:
+        """runs/cls/analyses/NAME.json: an analysis beside the runs of an experiment."""
+        return self.runs / "cls" / "analyses" / f"{name}.json"
 
     @property
     def site_assets(self) -> Path:

@@ -462,3 +462,14 @@ def test_a_decoding_setting_is_chosen_only_when_it_beats_the_default_by_the_rule
     assert compare_experiment(Paths(tmp_path), experiment)["answer"]["decoded_runs"] == 2
     dirty.unlink()  # a run not decoded yet: not complete
     assert not compare_experiment(Paths(tmp_path), experiment)["complete"]
+
+
+def test_the_comparison_figure_and_page_stages_import_no_torch():
+    """They read only the files the stages before them wrote, so they run, and stay fast, without torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipeline.compare.experiments, pipeline.figures.build, pipeline.report.pages; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))[:3])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.compare import stats
-from pipeline.config import CONFIG, DECODE_SPEED, DECODING, FINAL, MAIN_RUN, METRICS, PROVENANCE, STEP_SPEED, \
-    TEST_PREDICTIONS, Paths, PipelineError, changed_fields, saved_config, uncommitted
-from pipeline.evaluate.analyses import DELETION, analysis_path
+from pipeline.config import CONFIG, DECODE_SPEED, DECODING, DELETION, FINAL, MAIN_RUN, METRICS, PROVENANCE, \
+    STEP_SPEED, TEST_PREDICTIONS, Paths, PipelineError, changed_fields, saved_config, uncommitted
 from pipeline.scoring.bleu import paired_bleu, signature_tokenizer
 from pipeline.experiments.definitions import CHANCE, EPOCH_METRICS, FINAL_METRICS, HIGHER_IS_BETTER, Experiment, \
-    RunSpec
+    RunSpec, setting_key
 from pipeline.io import load_arrays, read_json, read_jsonl, write_json
 
 # What a run's provenance says about where and how it ran: arms that differ in any of these differ in more than
@@ -187,8 +186,6 @@ def sweep_answer(experiment: Experiment, records: list[dict], comparisons: list[
 def decoded_runs(paths: Paths, experiment: Experiment, records: list[dict]) -> dict[str, dict]:
     """A decoding experiment's validation decodes, by run folder: only runs whose decoding.json holds every
     setting of the grid, each decoded from a commit (or counted anyway, as runs are, in a draft report)."""
-    from pipeline.evaluate.decoding import setting_key
-
     keys = {setting_key(*s) for s in experiment.settings()}
     decodes = {}
     for r in records:
@@ -211,8 +208,6 @@ def decoding_answer(experiment: Experiment, records: list[dict], decodes: dict[s
     seeds (paired t) and, where it excludes zero, sacrebleu's paired bootstrap on each seed's validation
     sentences (elsewhere the verdict is already "no clear difference"). A setting is chosen only when it beats
     the default, the best of those that do."""
-    from pipeline.evaluate.decoding import setting_key
-
     keys = [setting_key(*s) for s in experiment.settings()]
     default = setting_key(*experiment.default_setting())
     decoded = [r for r in records if r["folder"] in decodes]
@@ -343,12 +338,12 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         return None
     extra = {}
     if experiment.design == "deletion":
-        path = analysis_path(paths, DELETION)
+        path = paths.analysis(DELETION)
         if not path.exists():
             return None
         extra["deletion"] = read_json(path, "deletion test of the main run")
-    if experiment.analysis and analysis_path(paths, experiment.analysis).exists():
-        extra[experiment.analysis] = read_json(analysis_path(paths, experiment.analysis), experiment.analysis)
+    if experiment.analysis and paths.analysis(experiment.analysis).exists():
+        extra[experiment.analysis] = read_json(paths.analysis(experiment.analysis), experiment.analysis)
         if experiment.analysis == "gradient_norms":
             extra["gradient_norm_sentences"] = gradient_norm_sentences(extra["gradient_norms"])
     arms: dict[str, list[dict]] = {}

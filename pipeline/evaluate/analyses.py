@@ -3,8 +3,6 @@ plain networks) and the deletion test of Grad-CAM maps (do the salient pixels ma
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -12,8 +10,6 @@ import torch.nn.functional as F
 from pipeline.config import Paths
 from pipeline.io import write_json
 from pipeline.models.resnet import ResNet, make_resnet
-
-DELETION = "deletion"  # the main run's Grad-CAM deletion test: an analysis (analysis_path), written by its evaluation
 
 NETWORKS = {"ResNet-18 (residual)": (18, True), "ResNet-18 plain": (18, False),
             "ResNet-34 (residual)": (34, True), "ResNet-34 plain": (34, False)}
@@ -115,11 +111,6 @@ def deletion_curves(predict, images: torch.Tensor, maps: np.ndarray, classes: to
             "auc": {order: float(a.mean()) for order, a in auc.items()}, "area_between": summary}
 
 
-def analysis_path(paths: Paths, name: str) -> Path:
-    """runs/cls/analyses/NAME.json: an analysis beside the runs of an experiment."""
-    return paths.runs / "cls" / "analyses" / f"{name}.json"
-
-
 def run_gradient_norms(paths: Paths, config, steps: int = 30, batch: int = 64) -> dict:
     """Gradient norms of ResNet-18/34, residual and plain, built as `config` (a ClsConfig) builds them, on real
     CIFAR-10 training images."""
@@ -136,5 +127,5 @@ def run_gradient_norms(paths: Paths, config, steps: int = 30, batch: int = 64) -
     x, y = next(batches())
     result = gradient_norms(x, y, batches(), steps, width=config.width, projection=config.projection_shortcuts,
                             identity_start=config.identity_start)
-    write_json(analysis_path(paths, "gradient_norms"), result)
+    write_json(paths.analysis("gradient_norms"), result)
     return result

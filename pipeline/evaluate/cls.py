@@ -7,11 +7,11 @@ import time
 import numpy as np
 import torch
 
-from pipeline.config import CHECKPOINT, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, ClsConfig, Paths, PipelineError, \
+from pipeline.config import CHECKPOINT, DELETION, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, ClsConfig, Paths, PipelineError, \
     config_from_dict
 from pipeline.data.cifar10 import load_cifar10
 from pipeline.evaluate import run_summary
-from pipeline.evaluate.analyses import DELETION, analysis_path, deletion_curves
+from pipeline.evaluate.analyses import deletion_curves
 from pipeline.evaluate.gradcam import GradCAM
 from pipeline.evaluate.metrics import confusion_matrix, most_confused, per_class
 from pipeline.io import load_arrays, read_json, record_timing, save_arrays, write_json
@@ -141,7 +141,7 @@ def evaluate_cls(paths: Paths, name: str = MAIN_RUN) -> dict:
 
     x = prepare(sample_images, device, config.channels_last)
     deletion = deletion_curves(probabilities, x, maps, sample_classes.to(device))
-    write_json(analysis_path(paths, DELETION), {**deletion, "index": sample.tolist()})
+    write_json(paths.analysis(DELETION), {**deletion, "index": sample.tolist()})
 
     confusion = confusion_matrix(labels, predictions, len(classes))
     wrong = predictions != labels

@@ -10,17 +10,12 @@ import torch
 
 from pipeline.config import CHECKPOINT, DECODING, PipelineError
 from pipeline.data.translation import with_all_references
+from pipeline.experiments.definitions import setting_key
 from pipeline.io import read_json, write_json
 from pipeline.scoring.bleu import bleu_tokenizer, corpus_bleu
 from pipeline.scoring.decode import translate
 from pipeline.train.mt import drop_long, load_splits, load_trained
 from pipeline.train.runner import progress, provenance
-
-
-def setting_key(beam_size: int, length_penalty: float) -> str:
-    """How a decoding setting is named in files and on pages (beam size 0 is greedy decoding, which has no
-    length penalty)."""
-    return "greedy" if beam_size == 0 else f"beam {beam_size}, alpha {length_penalty:g}"
 
 
 def decoded_settings(run_dir: Path) -> set[str]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 
 from pipeline.config import FINAL, Paths
-from pipeline.experiments.definitions import Experiment
+from pipeline.experiments.definitions import Experiment, setting_key
 
 
 def train_missing(paths: Paths, experiments: list[Experiment]) -> None:
     """Train every run that has no final.json yet, resuming an interrupted one; one line per run; then
     compute the analyses and the decodes that are missing."""
-    from pipeline.evaluate.analyses import analysis_path, run_gradient_norms
+    from pipeline.evaluate.analyses import run_gradient_norms
     from pipeline.train import train
 
     todo = [(e, r) for e in experiments for r in e.runs if not (paths.run(e.model, r.folder) / FINAL).exists()]
@@ -25,7 +25,7 @@ def train_missing(paths: Paths, experiments: list[Experiment]) -> None:
     for experiment in experiments:
         if experiment.design == "decoding" and os.environ.get("RANK", "0") == "0":
             decode_missing(paths, experiment)
-        if experiment.analysis == "gradient_norms" and not analysis_path(paths, "gradient_norms").exists() \
+        if experiment.analysis == "gradient_norms" and not paths.analysis("gradient_norms").exists() \
                 and os.environ.get("RANK", "0") == "0":
             print(f"{experiment.name}: gradient norms of ResNet-18/34, residual and plain", flush=True)
             run_gradient_norms(paths, experiment.config(experiment.runs[0]))
@@ -33,7 +33,7 @@ def train_missing(paths: Paths, experiments: list[Experiment]) -> None:
 
 def decode_missing(paths: Paths, experiment: Experiment) -> None:
     """A decoding experiment's validation decodes that its runs' decoding.json files do not hold yet."""
-    from pipeline.evaluate.decoding import decode_validation, decoded_settings, setting_key
+    from pipeline.evaluate.decoding import decode_validation, decoded_settings
 
     settings = experiment.settings()
     for run in experiment.runs:
