@@ -378,9 +378,9 @@ def test_padding_sentences_follow_the_numbers_by_the_rule():
     assert padding_sentences({"old": [{"seed": 0, "values": {"test_bleu": 30.0}}]}) == []
 
 
-DECODING = {"dec": {"model": "mt", "question": "Q?", "metrics": ["val_bleu"], "design": "decoding",
-                    "budget": "inference only", "decoding": {"beam_size": [0, 4, 8], "length_penalty": [0.6, 1.0]},
-                    "runs": {"s0": {"seed": 0}, "s1": {"seed": 1}, "s2": {"seed": 2}}}}
+GRID = {"dec": {"model": "mt", "question": "Q?", "metrics": ["val_bleu"], "design": "decoding",
+                "budget": "inference only", "decoding": {"beam_size": [0, 4, 8], "length_penalty": [0.6, 1.0]},
+                "runs": {"s0": {"seed": 0}, "s1": {"seed": 1}, "s2": {"seed": 2}}}}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -395,7 +395,7 @@ DECODING = {"dec": {"model": "mt", "question": "Q?", "metrics": ["val_bleu"], "d
      r"experiment 'other', field 'decoding': only an experiment of design decoding"),
 ])
 def test_a_bad_decoding_experiment_names_the_file_and_the_field(tmp_path, change, message):
-    data = copy.deepcopy(DECODING)
+    data = copy.deepcopy(GRID)
     change(data)
     with pytest.raises(PipelineError, match=message):
         parse_experiments(data, tmp_path / "x.yaml")
@@ -434,7 +434,7 @@ def test_a_decoding_setting_is_chosen_only_when_it_beats_the_default_by_the_rule
     from pipeline.figures.build import build_experiments
     from pipeline.report.pages import EXPERIMENT_PAGE, environment
 
-    experiment = parse_experiments(copy.deepcopy(DECODING), tmp_path / "x.yaml")[0]
+    experiment = parse_experiments(copy.deepcopy(GRID), tmp_path / "x.yaml")[0]
     for seed in range(3):
         _write_decoded_run(tmp_path, f"dec-s{seed}", seed, better)
     result = compare_experiment(Paths(tmp_path), experiment)
