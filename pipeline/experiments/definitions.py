@@ -35,6 +35,12 @@ def setting_key(beam_size: int, length_penalty: float) -> str:
     return "greedy" if beam_size == 0 else f"beam {beam_size}, alpha {length_penalty:g}"
 
 
+def decoding_setting(beam_size: int, length_penalty: float) -> tuple[int, float]:
+    """A (beam size, length penalty) pair as the grid holds it: greedy decoding (beam size 0) has no length
+    penalty, so every greedy pair is (0, 0.0)."""
+    return beam_size, float(length_penalty) if beam_size else 0.0
+
+
 @dataclass(frozen=True)
 class RunSpec:
     name: str  # as in experiments.yaml
@@ -74,13 +80,13 @@ class Experiment:
 
     def settings(self) -> list[tuple[int, float]]:
         """A decoding experiment's grid: every (beam size, length penalty), beam size 0 (greedy) once."""
-        return list(dict.fromkeys((beam, float(alpha) if beam else 0.0) for beam in self.decoding["beam_size"]
+        return list(dict.fromkeys(decoding_setting(beam, alpha) for beam in self.decoding["beam_size"]
                                   for alpha in self.decoding["length_penalty"]))
 
     def default_setting(self) -> tuple[int, float]:
         """The (beam size, length penalty) of the recipe a decoding experiment's runs share."""
         config = make_config(self.model, self.profile, self.base)
-        return config.beam_size, float(config.length_penalty) if config.beam_size else 0.0
+        return decoding_setting(config.beam_size, config.length_penalty)
 
     def command(self, run: RunSpec) -> str:
         """The command that trains one run by hand."""
