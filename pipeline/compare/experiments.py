@@ -342,8 +342,8 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         if not path.exists():
             return None
         extra["deletion"] = read_json(path, "deletion test of the main run")
-    if experiment.analysis and paths.analysis(experiment.analysis).exists():
-        extra[experiment.analysis] = read_json(paths.analysis(experiment.analysis), experiment.analysis)
+    if experiment.analysis and (path := paths.analysis(experiment.analysis)).exists():
+        extra[experiment.analysis] = read_json(path, experiment.analysis)
         if experiment.analysis == "gradient_norms":
             extra["gradient_norm_sentences"] = gradient_norm_sentences(extra["gradient_norms"])
     arms: dict[str, list[dict]] = {}

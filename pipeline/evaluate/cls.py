@@ -7,8 +7,8 @@ import time
 import numpy as np
 import torch
 
-from pipeline.config import CHECKPOINT, DELETION, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, ClsConfig, Paths, PipelineError, \
-    config_from_dict
+from pipeline.config import CHECKPOINT, DELETION, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, ClsConfig, Paths, \
+    PipelineError, config_from_dict
 from pipeline.data.cifar10 import load_cifar10
 from pipeline.evaluate import run_summary
 from pipeline.evaluate.analyses import deletion_curves

@@ -22,11 +22,12 @@ def train_missing(paths: Paths, experiments: list[Experiment]) -> None:
               paths, resume=True)
     if not todo:
         print("every experiment run has finished")
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone decodes and analyses
+        return
     for experiment in experiments:
-        if experiment.design == "decoding" and os.environ.get("RANK", "0") == "0":
+        if experiment.design == "decoding":
             decode_missing(paths, experiment)
-        if experiment.analysis == "gradient_norms" and not paths.analysis("gradient_norms").exists() \
-                and os.environ.get("RANK", "0") == "0":
+        if experiment.analysis == "gradient_norms" and not paths.analysis("gradient_norms").exists():
             print(f"{experiment.name}: gradient norms of ResNet-18/34, residual and plain", flush=True)
             run_gradient_norms(paths, experiment.config(experiment.runs[0]))
 
