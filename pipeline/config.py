@@ -179,7 +179,7 @@ class MtConfig:
     tie_embeddings: bool = True  # share target embedding and generator weights
     causal_mask: bool = True  # decoder self-attention sees earlier positions only; false also shows it the future
     source_padding_mask: bool = True  # attention never looks at source padding; false lets it
-    epochs: int = 24  # passes over the training pairs (24 since confirm-epochs-mt; 16 before)
+    epochs: int = 24  # passes over the training pairs
     tokens_per_batch: int = 2048  # padded source + target tokens per batch
     lr: float = 1e-3  # peak learning rate after warm-up
     warmup_steps: int = 100  # optimiser steps of linear warm-up; an epoch of the toy task is about 120
