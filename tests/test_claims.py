@@ -5,8 +5,9 @@ import re
 
 import pytest
 
+from pipeline.compare.insights import MIN_EVIDENCE, insight_tests, means_differ, proportions_differ
 from pipeline.config import REPO, Paths
-from pipeline.report.claims import MIN_EVIDENCE, means_differ, proportions_differ
+from pipeline.io import read_json, read_jsonl
 from pipeline.report.pages import context, environment
 
 
@@ -24,7 +25,17 @@ def ctx():
 
 
 def render(ctx, template="insights.md.j2"):
+    """The page as the pipeline makes it: the comparison stage's tests recomputed from the (edited) numbers."""
+    main = REPO / "runs" / "cls" / "main"
+    ctx = {**ctx, "insights": insight_tests(ctx["cls"]["metrics"], read_json(main / "config.json", "config"),
+                                            ctx["cls"]["run"]["epochs"], ctx["mt"]["metrics"])}
     return " ".join(environment().get_template(template).render(ctx).split())
+
+
+def test_the_committed_insights_are_the_comparison_stages(ctx):
+    main = REPO / "runs" / "cls" / "main"
+    assert ctx["insights"] == insight_tests(ctx["cls"]["metrics"], read_json(main / "config.json", "config"),
+                                            read_jsonl(main / "metrics.jsonl"), ctx["mt"]["metrics"])
 
 
 def test_validation_against_test_sentence_follows_the_numbers(ctx):
@@ -56,9 +67,10 @@ def test_confidence_sentence_follows_the_numbers(ctx):
 
 def test_beam_against_greedy_sentence_follows_the_numbers(ctx):
     ctx = copy.deepcopy(ctx)
-    ctx["mt"]["metrics"]["beam_vs_greedy"] = pair = {"method": "sacrebleu's paired bootstrap (1000 resamples)"}
-    pair.update(difference=3.0, p_value=0.001)
-    assert "so beam search is higher" in render(ctx)
+    ctx["mt"]["metrics"]["beam_vs_greedy"] = pair = {"method": "sacrebleu's paired bootstrap (1000 resamples)",
+                                                     "resamples": 1000}
+    pair.update(difference=3.0, p_value=0.000999)
+    assert "so beam search is higher" in render(ctx) and "p ≤ 0.001" in render(ctx)  # the bootstrap's floor
     pair.update(difference=-3.0, p_value=0.001)
     assert "so beam search is lower" in render(ctx)
     pair.update(difference=3.0, p_value=0.2)
@@ -73,11 +85,11 @@ def test_length_sentence_follows_its_trend_test_and_every_bucket_is_shown(ctx):
         {"bucket": "4–5", "sentences": 100, "bleu": 40.0, "bleu_ci95": 3.0},
         {"bucket": "10+", "sentences": 3, "bleu": 5.0, "bleu_ci95": 9.0},
     ]
-    t["length_trend"] = {"rho": -0.3, "p_value": 0.001, "sentences": 203, "score": "sentence chrF", "word": "falls"}
+    t["length_trend"] = {"rho": -0.3, "p_value": 0.001, "sentences": 203, "score": "sentence chrF"}
     text = render(ctx)
     assert "quality **falls** with the source's length" in text and "ρ = -0.30" in text
     assert "| 10+ | 3 | 5.0 | ± 9.0 |" in text and "| 1–3 | 100 | 60.0 | ± 3.0 |" in text  # every bucket, small too
-    t["length_trend"].update(rho=-0.05, p_value=0.4, word="no clear trend")
+    t["length_trend"].update(rho=-0.05, p_value=0.4)
     assert "By source length: **no clear trend**" in render(ctx)
 
 

@@ -66,3 +66,13 @@ def test_padding_in_a_batch_is_reported_only_where_an_arm_lets_attention_see_sou
     masks = read("masks")
     assert "no-source-padding" in " ".join(masks["padding_sentences"])
     assert read("recipe-mt")["padding_sentences"] == []  # every arm masks padding: nothing to report
+
+
+def test_no_page_shows_a_p_value_its_test_cannot_give():
+    """A p-value that underflowed reads "p < 1e-300", and a bootstrap's floor 1/(B + 1) reads "p ≤ ..."."""
+    import re
+
+    for page in COMMITTED.generated_docs.rglob("*.md"):
+        text = page.read_text()
+        assert not re.search(r"p = 0(?![.\d])", text), page
+        assert not re.search(r"bootstrap[^|]*p = 0\.001\b", text), page

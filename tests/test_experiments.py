@@ -12,7 +12,7 @@ import yaml
 
 from pipeline.config import REPO, PipelineError
 from pipeline.compare.experiments import compare_arms, differing_fields, sweep_answer
-from pipeline.compare.stats import mcnemar, paired_items_difference, seed_summary, training_difference, verdict
+from pipeline.compare.stats import mcnemar, pooled_interval, seed_summary, training_difference, verdict
 from pipeline.scoring.bleu import paired_bleu
 from pipeline.experiments.definitions import load_experiments, parse_experiments
 
@@ -107,6 +107,10 @@ def test_the_t_interval_over_seeds_uses_n_minus_1_degrees_of_freedom():
     assert seed_summary([0.8])["sd"] is None and seed_summary([0.8])["halfwidth"] is None  # one run: no spread
 
 
+def rule(a, b, borrowed=None, expect=None, higher_is_better=True):
+    return verdict(pooled_interval(training_difference(a, b, borrowed)), expect, higher_is_better)
+
+
 def test_a_difference_the_normal_interval_calls_higher_is_no_clear_difference_under_t():
     """Three seeds a little apart: 1.96 * sd / sqrt(n) would exclude zero, Student's t (2 df) does not."""
     a = {0: 0.810, 1: 0.816, 2: 0.810}
@@ -116,25 +120,67 @@ def test_a_difference_the_normal_interval_calls_higher_is_no_clear_difference_un
     assert normal_low > 0  # the hand-made normal interval would say "higher"
     training = training_difference(a, b)
     assert training["method"] == "paired t over 3 shared seeds" and training["low"] < 0 < training["high"]
-    assert verdict(training) == "no clear difference"
+    assert rule(a, b) == "no clear difference"
     far = {0: 0.85, 1: 0.86, 2: 0.852}
-    assert verdict(training_difference(far, b)) == "higher" and verdict(training_difference(b, far)) == "lower"
+    assert rule(far, b) == "higher" and rule(b, far) == "lower"
 
 
 def test_verdicts_flip_with_the_numbers_and_need_runs():
     low, high = {0: 0.70, 1: 0.72, 2: 0.71}, {0: 0.80, 1: 0.81, 2: 0.83}
-    assert verdict(training_difference(high, low), [], "higher") == "supported"
-    assert verdict(training_difference(low, high), [], "higher") == "contradicted"
-    assert verdict(training_difference(high, low), [], "lower") == "contradicted"
+    assert rule(high, low, expect="higher") == "supported"
+    assert rule(low, high, expect="higher") == "contradicted"
+    assert rule(high, low, expect="lower") == "contradicted"
     # a loss: lower is better, so "expected higher" (better) is supported by a lower loss
-    assert verdict(training_difference(low, high), [], "higher", higher_is_better=False) == "supported"
-    assert verdict(training_difference({0: 0.8}, {0: 0.7})) == "not enough runs"
+    assert rule(low, high, expect="higher", higher_is_better=False) == "supported"
+    assert rule({0: 0.8}, {0: 0.7}) == "not enough runs"
     borrowed = training_difference({0: 0.8}, {0: 0.7}, {"sd": 0.01, "n": 3, "source": "seeds-cls"})
-    assert borrowed["method"].endswith("seeds-cls") and verdict(borrowed) == "higher"
-    # a test-sample test that finds nothing overrules a training interval that excludes zero
-    assert verdict(training_difference(high, low), [{"low": -0.01, "high": 0.02}]) == "no clear difference"
-    assert verdict(training_difference(high, low), [{"p_value": 0.2}]) == "no clear difference"
-    assert verdict(training_difference(high, low), [{"p_value": 0.01}]) == "higher"
+    assert borrowed["method"].endswith("seeds-cls") and verdict(pooled_interval(borrowed)) == "higher"
+    # test-sample noise added in quadrature widens the one interval: a large one makes the verdict undecided
+    training = training_difference(high, low)
+    assert verdict(pooled_interval(training, {"se": 0.001})) == "higher"
+    assert verdict(pooled_interval(training, {"se": 0.2})) == "no clear difference"
+
+
+def test_more_seeds_that_agree_never_make_a_verdict_harder_to_reach():
+    """Every seed points the same way and the pooled p is below 0.01, yet one seed's own paired test fails: the
+    per-seed tests are information, so the verdict is the pooled one (the rule of issue 37)."""
+    from pipeline.compare.experiments import compare_arms
+
+    rng = np.random.default_rng(0)
+    items, records = {}, []
+    for seed in range(6):
+        base = rng.random(2000) < 0.80
+        better = base | (rng.random(2000) < (0.002 if seed == 0 else 0.06))  # seed 0 barely differs
+        for arm, correct in (("new", better), ("old", base)):
+            folder = f"{arm}-s{seed}"
+            items[folder] = {"correct": correct}
+            records.append({**_record(folder, arm, 0.0, seed), "values": {"test_accuracy": float(correct.mean())}})
+    result = compare_arms("test_accuracy", "new", "old", _arms(records), items, None, "higher", "cls")
+    by_seed = {t["seed"]: t["p_value"] for t in result["seed_tests"]}
+    assert by_seed[0] >= 0.05 and all(p < 0.05 for s, p in by_seed.items() if s != 0)
+    assert result["interval"]["p_value"] < 0.01 and result["sample"]["items"] == 2000
+    assert result["verdict"] == "supported"
+    fewer = [r for r in records if r["seed"] < 3]  # the same evidence, fewer seeds: never a stronger verdict
+    assert compare_arms("test_accuracy", "new", "old", _arms(fewer), items, None, "higher", "cls")["verdict"] in (
+        "supported", "no clear difference")
+
+
+def test_a_significant_effect_in_the_opposite_direction_is_never_support():
+    from pipeline.compare.experiments import compare_arms
+
+    rng = np.random.default_rng(1)
+    items, records = {}, []
+    for seed in range(3):
+        base = rng.random(5000) < 0.8
+        worse = base & (rng.random(5000) > 0.05)
+        for arm, correct in (("new", worse), ("old", base)):
+            folder = f"{arm}-s{seed}"
+            items[folder] = {"correct": correct}
+            records.append({**_record(folder, arm, 0.0, seed), "values": {"test_accuracy": float(correct.mean())}})
+    result = compare_arms("test_accuracy", "new", "old", _arms(records), items, None, "higher", "cls")
+    assert result["interval"]["high"] < 0 and result["verdict"] == "contradicted"
+    without_items = compare_arms("test_accuracy", "new", "old", _arms(records), {}, None, "higher", "cls")
+    assert without_items["interval"] is None and without_items["verdict"] == "not enough runs"  # cannot count the sample
 
 
 def test_paired_tests_agree_with_the_libraries_own_results():
@@ -147,8 +193,6 @@ def test_paired_tests_agree_with_the_libraries_own_results():
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
     assert (result["only_a"], result["only_b"]) == (only_a, only_b)
     assert result["p_value"] == pytest.approx(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
-    paired = paired_items_difference(a, b)
-    assert paired["difference"] == pytest.approx(a.mean() - b.mean()) and paired["low"] < paired["difference"] < paired["high"]
     references = [["the cat sat on the mat"], ["a dog barks"], ["it is raining today"], ["we are ready"]] * 5
     good = [r[0] for r in references]
     bad = ["the cat", "dog", "it rains", "ready"] * 5
@@ -444,15 +488,16 @@ def test_a_decoding_setting_is_chosen_only_when_it_beats_the_default_by_the_rule
     assert {v for k, v in verdicts.items() if k != "beam 8, alpha 1"} == {"no clear difference"}
     assert answer["changed"] == better and answer["chosen_value"] == ("beam 8, alpha 1" if better else "beam 4, alpha 0.6")
     chosen = next(c for c in result["comparisons"] if c["arm"] == "beam 8, alpha 1")["metrics"][0]
-    assert [t["seed"] for t in chosen["sample_tests"]] == [0, 1, 2] and all(t["p_value"] < 0.05
-                                                                             for t in chosen["sample_tests"])
+    assert [t["seed"] for t in chosen["seed_tests"]] == [0, 1, 2] and all(t["p_value"] < 0.05
+                                                                           for t in chosen["seed_tests"])
     assert answer["table"][0]["cells"][1] is None  # greedy has no length penalty: one cell
     page = environment().get_template(EXPERIMENT_PAGE).render(e={**result, "figures": {}}, assets="../../assets")
     assert "| 4 | 50.00 (default) | 50.00 |" in page
     assert ("**beam 8, alpha 1 beats the default by the rule**" in page) == better
     assert ("**No setting beat the default by the rule**" in page) != better
-    assert "| beam 4, alpha 1 | +0.00 |" in page and "| not needed | **no clear difference** |" in page
-    assert ("| p by seed 0: 0.001, 1: 0.001, 2: 0.001 | **" + ("better" if better else "worse")) in page
+    assert "| beam 4, alpha 1 | +0.00 |" in page and "| — | **no clear difference** |" in page
+    assert ("| paired bootstrap, by seed: 0: p ≤ 0.001, 1: p ≤ 0.001, 2: p ≤ 0.001 | **"
+            + ("better" if better else "worse")) in page
     assert "Decoded at commit `abc` on Intel Xeon (family 6, model 167)." in page
     compare_all(Paths(tmp_path), [experiment])
     assert [f["id"] for f in build_experiments(Paths(tmp_path))] == ["exp_dec_grid"]

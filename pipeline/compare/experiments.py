@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.compare import stats
-from pipeline.config import CONFIG, DECODE_SPEED, DECODING, DELETION, FINAL, MAIN_RUN, METRICS, PROVENANCE, \
-    STEP_SPEED, TEST_PREDICTIONS, Paths, PipelineError, changed_fields, saved_config, uncommitted
+from pipeline.compare.insights import main_run_insights
+from pipeline.config import CONFIG, DECODE_SPEED, DECODING, DELETION, FINAL, MAIN_RUN, METRICS, PROVENANCE, REPO, \
+    STEP_SPEED, TEST_PREDICTIONS, TRAINING_CODE, UNCOMMITTED, Paths, PipelineError, changed_fields, saved_config, \
+    uncommitted
 from pipeline.scoring.bleu import paired_bleu, signature_tokenizer
 from pipeline.experiments.definitions import CHANCE, EPOCH_METRICS, FINAL_METRICS, HIGHER_IS_BETTER, Experiment, \
     RunSpec, setting_key
@@ -29,6 +32,7 @@ ITEM_METRICS = {"test_accuracy", "test_bleu"}  # scored per test item: a paired 
 RUNTIME_FIELDS = {"device", "threads", "collective_timeout_s", "precision"}
 # Set to 1 for a draft report that also counts runs trained from a tree with uncommitted changes.
 COUNT_UNCOMMITTED = "PIPELINE_COUNT_UNCOMMITTED"
+INSIGHTS = "insights.json"  # the tests behind the insights page's sentences
 
 
 def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | None:
@@ -101,50 +105,58 @@ def _item_scores(paths: Paths, experiment: Experiment, record: dict) -> dict | N
     return read_json(path, "kept test translations") if path.exists() else None
 
 
-def sample_tests(metric: str, a: list[dict], b: list[dict], items: dict) -> list[dict] | None:
-    """Paired tests of arm a against arm b on the test items both were scored on, or None where the runs kept no
-    predictions to test: for the ResNet one paired bootstrap of the seed-averaged per-image difference (the
-    test set is the same for every seed) with McNemar's test per shared seed beside it; for the Transformer,
-    whose seed also draws the test sentences, sacrebleu's paired bootstrap per shared seed."""
+def seed_tests(metric: str, a: list[dict], b: list[dict], items: dict) -> list[dict]:
+    """Per-seed paired tests on the test items, shown beside the verdict and not counted by it: McNemar's exact
+    test (ResNet) or sacrebleu's paired bootstrap (Transformer) at each seed both arms share where both runs
+    kept their per-item test predictions."""
     if metric not in ITEM_METRICS:
         return []
     by_seed_a, by_seed_b = {r["seed"]: r for r in a}, {r["seed"]: r for r in b}
-    shared = sorted(set(by_seed_a) & set(by_seed_b)) or ([] if len(a) != 1 or len(b) != 1 else [None])
-    pairs = [(by_seed_a[s], by_seed_b[s]) if s is not None else (a[0], b[0]) for s in shared]
-    if not pairs or any(items.get(x["folder"]) is None or items.get(y["folder"]) is None for x, y in pairs):
-        return None
-    if metric == "test_accuracy":
-        mean_a = np.mean([items[x["folder"]]["correct"] for x, _ in pairs], axis=0)
-        mean_b = np.mean([items[y["folder"]]["correct"] for _, y in pairs], axis=0)
-        tests = [stats.paired_items_difference(mean_a, mean_b)]
-        tests += [{**stats.mcnemar(items[x["folder"]]["correct"], items[y["folder"]]["correct"]), "seed": x["seed"],
-                   "informative": True} for x, y in pairs]
-        return tests
+    pairs = [(by_seed_a[s], by_seed_b[s]) for s in sorted(set(by_seed_a) & set(by_seed_b))
+             if items.get(by_seed_a[s]["folder"]) is not None and items.get(by_seed_b[s]["folder"]) is not None]
     tests = []
     for x, y in pairs:
         ta, tb = items[x["folder"]], items[y["folder"]]
-        if [d["source"] for d in ta] != [d["source"] for d in tb]:
-            return None  # not the same sentences: no paired test
-        tests.append({**paired_bleu([d["beam"] for d in ta], [d["beam"] for d in tb], [d["references"] for d in ta],
-                                    tokenize=signature_tokenizer(x["bleu_signature"])), "seed": x["seed"]})
+        if metric == "test_accuracy":
+            tests.append({**stats.mcnemar(ta["correct"], tb["correct"]), "seed": x["seed"]})
+        elif [d["source"] for d in ta] == [d["source"] for d in tb]:
+            tests.append({**paired_bleu([d["beam"] for d in ta], [d["beam"] for d in tb],
+                                        [d["references"] for d in ta],
+                                        tokenize=signature_tokenizer(x["bleu_signature"])), "seed": x["seed"]})
     return tests
 
 
+def test_sample_term(a: list[dict], b: list[dict], items: dict) -> dict | None:
+    """The test-sample noise a verdict on CIFAR-10's test accuracy adds to the training noise (every seed scores
+    the same 10,000 images, so the spread over seeds does not hold it): the per-image difference of the two arms'
+    correctness, each averaged over its runs that kept per-image predictions. None where an arm has no such run."""
+    kept_a = [r for r in a if items.get(r["folder"]) is not None]
+    kept_b = [r for r in b if items.get(r["folder"]) is not None]
+    if not kept_a or not kept_b:
+        return None
+    mean_a = np.mean([items[r["folder"]]["correct"] for r in kept_a], axis=0)
+    mean_b = np.mean([items[r["folder"]]["correct"] for r in kept_b], axis=0)
+    return stats.test_sample_term(mean_a, mean_b, sorted(r["seed"] for r in kept_a),
+                                  sorted(r["seed"] for r in kept_b))
+
+
 def compare_arms(metric: str, arm: str, against: str, arms: dict, items: dict, borrowed: dict | None,
-                 expect: str | None) -> dict:
-    """One comparison on one metric: both noises, and the verdict by the one rule."""
+                 expect: str | None, model: str = "cls") -> dict:
+    """One comparison on one metric: one interval over both noises, and the verdict the one rule reads off it."""
     a = {r["seed"]: r["values"][metric] for r in arms[arm] if metric in r["values"]}
     b = {r["seed"]: r["values"][metric] for r in arms[against] if metric in r["values"]}
     if not a or not b:
-        return {"metric": metric, "verdict": "not enough runs", "training": None, "sample_tests": None,
-                "borrowed": False}
+        return {"metric": metric, "verdict": "not enough runs", "training": None, "interval": None,
+                "sample": None, "needs_sample": False, "seed_tests": [], "borrowed": False}
     training = stats.training_difference(a, b, borrowed)
-    tests = sample_tests(metric, arms[arm], arms[against], items)
-    # McNemar's per-seed tests are shown beside the bootstrap; the rule reads the bootstrap of the mean.
-    deciding = [t for t in (tests or []) if not t.get("informative")]
-    word = stats.verdict(training, deciding, expect, HIGHER_IS_BETTER.get(metric, True))
+    fixed_test_set = model == "cls" and metric in ITEM_METRICS
+    sample = test_sample_term(arms[arm], arms[against], items) if fixed_test_set else None
+    # On a fixed test set a verdict needs the test-sample noise too; without per-item predictions it cannot count it.
+    interval = stats.pooled_interval(training, sample) if sample is not None or not fixed_test_set else None
     return {"metric": metric, "difference": float(np.mean(list(a.values())) - np.mean(list(b.values()))),
-            "training": training, "sample_tests": tests, "verdict": word,
+            "training": training, "interval": interval, "sample": sample, "needs_sample": fixed_test_set,
+            "seed_tests": seed_tests(metric, arms[arm], arms[against], items),
+            "verdict": stats.verdict(interval, expect, HIGHER_IS_BETTER.get(metric, True)),
             "borrowed": training is not None and training["method"].startswith("t with the seed spread")}
 
 
@@ -203,6 +215,37 @@ def _machine(provenance: dict) -> str:
     return f"{provenance.get('cpu')} (family {provenance.get('cpu_family')}, model {provenance.get('cpu_model')})"
 
 
+def runs_mix(records: list[dict]) -> dict:
+    """What the runs of one comparison page mix, from their provenance: the commits they were trained from (and
+    whether the training code differs between them), and the CPU kinds and precisions they trained on."""
+    commits = sorted({r["commit"] for r in records})
+    machines: dict[str, int] = {}
+    for r in records:
+        where = f"{_machine(r['provenance'])}, {r['provenance'].get('precision')}"
+        machines[where] = machines.get(where, 0) + 1
+    return {"commits": commits, "training_code_changes": training_code_changes(commits),
+            "machines": [{"machine": m, "runs": n} for m, n in sorted(machines.items())]}
+
+
+def training_code_changes(commits: list[str]) -> list[str] | None:
+    """The files of the training code (TRAINING_CODE) that differ between the first commit and any other, from the
+    repository's history; None where it cannot tell (no git, a commit it does not hold, an uncommitted tree)."""
+    plain = [c.removesuffix(UNCOMMITTED) for c in commits]
+    if any(uncommitted(c) for c in commits):
+        return None
+    changed: set[str] = set()
+    for other in plain[1:]:
+        try:
+            out = subprocess.run(["git", "diff", "--name-only", plain[0], other, "--", *TRAINING_CODE], cwd=REPO,
+                                 capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if out.returncode != 0:
+            return None
+        changed.update(out.stdout.split())
+    return sorted(changed)
+
+
 def decoding_answer(experiment: Experiment, records: list[dict], decodes: dict[str, dict]) -> tuple[dict, list]:
     """Each setting of the grid against the recipe's own on validation BLEU, by the one rule: the interval over
     seeds (paired t) and, where it excludes zero, sacrebleu's paired bootstrap on each seed's validation
@@ -218,18 +261,20 @@ def decoding_answer(experiment: Experiment, records: list[dict], decodes: dict[s
         if key == default:
             continue
         training = stats.training_difference(scores[key], scores[default])
-        tests = []
+        tests = []  # information beside the verdict, where the interval over seeds excludes zero
         if training is not None and (training["low"] > 0 or training["high"] < 0):
             for r in decoded:
                 record = decodes[r["folder"]]
                 tests.append({**paired_bleu(record["settings"][key]["hypotheses"],
                                             record["settings"][default]["hypotheses"], record["references"],
                                             tokenize=record["tokenize"]), "seed": r["seed"]})
-        word = stats.verdict(training, tests, "higher")
+        interval = stats.pooled_interval(training)
+        word = stats.verdict(interval, "higher")
         word = {"supported": "better", "contradicted": "worse"}.get(word, word)
         comparisons.append({"arm": key, "against": default, "value": key, "expect": None, "mean": means[key],
                             "metrics": [{"metric": "val_bleu", "difference": means[key] - means[default],
-                                         "training": training, "sample_tests": tests, "verdict": word,
+                                         "training": training, "interval": interval, "sample": None,
+                                         "needs_sample": False, "seed_tests": tests, "verdict": word,
                                          "borrowed": False}], "verdict": word})
     beating = [c for c in comparisons if c["verdict"] == "better"]
     chosen = max(beating, key=lambda c: c["mean"])["value"] if beating else default
@@ -257,7 +302,7 @@ def deletion_answer(deletion: dict) -> dict:
         n = deletion["images"]
         low, high = stats.mean_interval(gap["mean"], gap["sd"], n)
         interval = {"difference": gap["mean"], "low": low, "high": high, "method": f"t over {n} images"}
-        out[key] = {**gap, "low": low, "high": high, "verdict": stats.verdict(interval, [], "higher")}
+        out[key] = {**gap, "low": low, "high": high, "verdict": stats.verdict(interval, "higher")}
     return out
 
 
@@ -294,7 +339,7 @@ def padding_sentences(arms: dict[str, list[dict]]) -> list[str]:
         padded = {r["seed"]: r["values"]["test_bleu"] for r in runs}
         alone = {r["seed"]: r["values"]["test_bleu_alone"] for r in runs}
         difference = stats.training_difference(padded, alone)
-        word = stats.verdict(difference)
+        word = stats.verdict(stats.pooled_interval(difference))
         per_run = [f"{r['changed_by_padding']} of {r['test_sentences']}" for r in runs]  # each seed has its own split
         if len(runs) == 1:
             how_many, changed, seeds = "one run", per_run[0], ""
@@ -366,8 +411,8 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
     if experiment.design == "ablation" and not held:
         for arm, against, expect in _comparisons(experiment, records):
             if arm in arms and against in arms:
-                per_metric = [compare_arms(m, arm, against, arms, items, spreads.get(m), expect if i == 0 else None)
-                              for i, m in enumerate(experiment.metrics)]
+                per_metric = [compare_arms(m, arm, against, arms, items, spreads.get(m), expect if i == 0 else None,
+                                           experiment.model) for i, m in enumerate(experiment.metrics)]
                 comparisons.append({"arm": arm, "against": against, "expect": expect, "metrics": per_metric,
                                     "verdict": per_metric[0]["verdict"]})
     elif experiment.design == "sweep" and not held:
@@ -381,7 +426,7 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
                 if value == default:
                     continue
                 c = compare_arms(experiment.choose_on, str(value), str(default), value_arms, items,
-                                 spreads.get(experiment.choose_on), "higher")
+                                 spreads.get(experiment.choose_on), "higher", experiment.model)
                 c["verdict"] = {"supported": "better", "contradicted": "worse"}.get(c["verdict"], c["verdict"])
                 comparisons.append({"arm": rs[0]["arm"], "against": by_value[default][0]["arm"], "value": value,
                                     "expect": None,
@@ -411,6 +456,7 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         "confirmatory": experiment.confirmatory,
         "differing_fields": differing_fields(records), "varied_fields": sorted(varied),
         "differing_provenance": differing_fields(records, "provenance"),
+        "mix": runs_mix(records),
         "runs": records, "uncounted": [{k: r[k] for k in ("folder", "commit", "command")} for r in uncounted],
         "summaries": summaries, "comparisons": comparisons, "answer": answer,
         "borrowed_spreads": spreads, "train_wall_s": sum(r["train_wall_s"] for r in records),
@@ -436,6 +482,9 @@ def compare_all(paths: Paths, experiments: list[Experiment]) -> list[dict]:
                                         "planned": [e.name for e in experiments],
                                         "uncounted": {name: runs for name, runs in uncounted.items() if runs}})
     write_json(folder / "runs.json", {"runs": run_summaries(paths), "speed": speed_measurements(paths)})
+    insights = main_run_insights(paths)
+    if insights is not None:
+        write_json(folder / INSIGHTS, insights)
     return results
 
 

@@ -12,10 +12,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 from markupsafe import Markup, escape
 
 from pipeline.config import REPO, Paths, PipelineError, uncommitted
-from pipeline.compare.experiments import experiment_results
-from pipeline.compare.stats import RULE
+from pipeline.compare.experiments import INSIGHTS, experiment_results
+from pipeline.compare.stats import P_FLOOR, RULE
 from pipeline.io import TIMINGS, read_json, write_text
-from pipeline.report.claims import JINJA_GLOBALS
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"  # package data: works installed too
 PAGES = {  # template -> page under docs/generated/
@@ -72,30 +71,43 @@ def sd(value, name: str) -> str:
     return "—" if value is None else f"sd {metric(value, name)}"
 
 
-def training_interval(training: dict | None, name: str) -> str:
-    """The 95 % interval of a difference over training noise, with the method that gave it."""
+def p_value(test: dict) -> str:
+    """A p-value as its test can give it: "p < 1e-300" where it underflowed to 0, "p ≤ 1/(B + 1)" at the floor of
+    a bootstrap of B resamples, else "p = " to two significant digits."""
+    p = test["p_value"]
+    if test.get("resamples") and p <= 1 / (test["resamples"] + 1) * (1 + 1e-9):
+        return f"p ≤ {1 / (test['resamples'] + 1):.2g}"
+    return f"p < {P_FLOOR:g}" if p < P_FLOOR else f"p = {p:.2g}"
+
+
+def _span(low: float, high: float, name: str) -> str:
+    return f"{_points(low, name):+.2f} to {_points(high, name):+.2f}"
+
+
+def verdict_interval(m: dict, name: str) -> str:
+    """The one interval a verdict read, with the noises it counts; or why there is none."""
+    training = m["training"]
     if training is None:
-        return "not enough runs"
-    return (f"{_points(training['low'], name):+.2f} to {_points(training['high'], name):+.2f} "
-            f"({training['method']})")
+        return "not enough runs to measure the training noise"
+    if m["interval"] is None:
+        return (f"training noise alone {_span(training['low'], training['high'], name)} ({training['method']}); "
+                "the test-sample noise cannot be counted: an arm has no run that kept per-image test predictions")
+    text = f"{_span(m['interval']['low'], m['interval']['high'], name)} ({training['method']}"
+    sample = m.get("sample")
+    if sample:
+        seeds = (f"seed {sample['seeds_a'][0]}" if sample["seeds_a"] == sample["seeds_b"] and len(sample["seeds_a"]) == 1
+                 else f"seeds {', '.join(map(str, sample['seeds_a']))} against "
+                      f"{', '.join(map(str, sample['seeds_b']))}")
+        text += f", plus the test-sample noise over {sample['items']:,} images of {seeds}"
+    return text + ")"
 
 
-def sample_tests(tests: list[dict] | None, name: str) -> str:
-    """The paired tests on the test items, in words; why there are none where there are none."""
-    if tests is None:
-        return "not possible: the runs kept no per-item test predictions"
+def seed_tests(tests: list[dict]) -> str:
+    """The per-seed paired tests, compactly: the test's name once, then each seed's p-value."""
     if not tests:
-        return "— (not scored per test item)"
-    words = []
-    for t in tests:
-        if "p_value" in t and "only_a" in t:
-            words.append(f"McNemar's exact test, seed {t['seed']}: p = {t['p_value']:.2g} "
-                         f"({t['only_a']} against {t['only_b']} images right in one arm only)")
-        elif "p_value" in t:
-            words.append(f"{t['method']}, seed {t['seed']}: p = {t['p_value']:.2g} on {t['items']} sentences")
-        else:
-            words.append(f"{t['method']}: {_points(t['low'], name):+.2f} to {_points(t['high'], name):+.2f}")
-    return "; ".join(words)
+        return "—"
+    name = "McNemar" if "only_a" in tests[0] else "paired bootstrap"
+    return f"{name}, by seed: " + ", ".join(f"{t['seed']}: {p_value(t).removeprefix('p = ')}" for t in tests)
 
 
 def machine(provenance: dict) -> str:
@@ -125,10 +137,10 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
                       trim_blocks=True, lstrip_blocks=True, autoescape=True)
     env.filters.update(percent=percent, number=number, minutes=minutes, cell=cell, metric=metric, code=code,
-                       verbatim=verbatim, delta=delta, sd=sd, training_interval=training_interval,
-                       sample_tests=sample_tests, machine=machine)
+                       verbatim=verbatim, delta=delta, sd=sd, verdict_interval=verdict_interval,
+                       seed_tests=seed_tests, p_value=p_value, machine=machine)
     env.tests["uncommitted"] = uncommitted
-    env.globals.update(JINJA_GLOBALS, percent=percent, number=number)
+    env.globals.update(percent=percent, number=number)
     return env
 
 
@@ -161,8 +173,9 @@ def context(paths: Paths) -> dict:
                    for r in experiment_results(paths)}
     index = read_json(paths.site_assets / "experiments" / "index.json", "experiment index") \
         if (paths.site_assets / "experiments" / "index.json").exists() else {}
+    insights = read_json(paths.site_assets / "experiments" / INSIGHTS, "insights tests (run `make figures`)")
     return {"manifest": manifest, "numbers": {n["id"]: n for n in manifest["numbers"]}, "rule": RULE,
-            "cls": models["cls"], "mt": models["mt"], "experiments": experiments,
+            "cls": models["cls"], "mt": models["mt"], "experiments": experiments, "insights": insights,
             "planned_experiments": index.get("planned", []), "uncounted_runs": index.get("uncounted", {}),
             "assets": f"../{ASSETS_LINK}"}
 

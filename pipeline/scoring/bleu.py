@@ -107,7 +107,8 @@ def paired_bleu(hypotheses_a: list[str], hypotheses_b: list[str], references: li
     _, scores = test()
     baseline, other = scores["BLEU"]
     return {"difference": float(other.score - baseline.score), "p_value": float(other.p_value),
-            "items": len(references), "method": f"sacrebleu's paired bootstrap ({resamples} resamples)"}
+            "items": len(references), "resamples": resamples,
+            "method": f"sacrebleu's paired bootstrap ({resamples} resamples)"}
 
 
 def decode_cases(decodes: list[dict], per_case: int) -> list[dict]:
