@@ -32,6 +32,9 @@ DELETION = "deletion"  # the main run's Grad-CAM deletion test: an analysis (Pat
 STEP_SPEED = "step_speed.json"  # the ResNet's training step timed eager and under torch.compile (bench)
 MAIN_RUN = "main"  # the run the model pages show
 UNCOMMITTED = "-dirty"  # how a provenance commit ends when the tree had uncommitted changes
+# What can change a number: a run trained while any of these had uncommitted changes cannot name the code that made
+# it. The pipeline's own outputs (runs/, site_assets/, docs/generated/, BENCHMARKS.md) do not count.
+NUMBER_INPUTS = ("pipeline", "experiments.yaml", "pyproject.toml", "requirements")
 # The files whose change can change a trained run's numbers: a comparison says when its runs' commits differ in them.
 TRAINING_CODE = ("pipeline/train", "pipeline/models", "pipeline/data", "pipeline/scoring", "pipeline/config.py",
                  "pipeline/io.py", "pyproject.toml")

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.config import CHECKPOINT, CONFIG, FINAL, METRICS, PROVENANCE, REPO, TEST_OUTPUTS, TEST_PREDICTIONS, \
-    UNCOMMITTED, PipelineError, changed_fields
+from pipeline.config import CHECKPOINT, CONFIG, FINAL, METRICS, NUMBER_INPUTS, PROVENANCE, REPO, TEST_OUTPUTS, \
+    TEST_PREDICTIONS, UNCOMMITTED, PipelineError, changed_fields
 from pipeline.io import append_jsonl, atomic_path, read_json, read_jsonl, write_json, write_text
 from pipeline.train.distributed import World, barrier, from_rank0
 
@@ -178,8 +178,8 @@ class LossTrace:
 def _git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *NUMBER_INPUTS],
+                               cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
         return out.stdout.strip() + (UNCOMMITTED if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -218,13 +218,18 @@ def cpu_ids() -> dict:
 
 # The CPU features that decide how fast bf16 and fp32 training run.
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+# Every installed version a run's numbers, verdicts or pages can depend on: training, tokens (sentencepiece), scores
+# (sacrebleu), statistics (scipy), figures and pages.
+VERSIONED_PACKAGES = ("torch", "torchvision", "numpy", "sentencepiece", "sacrebleu", "scipy", "matplotlib", "seaborn",
+                      "jinja2", "mkdocs", "mkdocs-material")
 
 
 def provenance(seed: int, device: torch.device, precision: str, channels_last: bool | None = None,
-               precision_probe: dict | None = None, world: World = World()) -> dict:
-    """Who, what and where of a run: enough to reproduce it or to explain a difference."""
+               precision_probe: dict | None = None, world: World = World(), commit: str | None = None) -> dict:
+    """Who, what and where of a run: enough to reproduce it or to explain a difference. `commit`: the one taken
+    before the run wrote anything (else taken now)."""
     versions = {}
-    for package in ("torch", "torchvision", "numpy", "sacrebleu", "matplotlib", "seaborn"):
+    for package in VERSIONED_PACKAGES:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -232,7 +237,7 @@ def provenance(seed: int, device: torch.device, precision: str, channels_last: b
     cpu, flags = _cpu_info()
     return {
         "seed": seed,
-        "git_commit": _git_commit(),
+        "git_commit": commit or _git_commit(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "packages": versions,
@@ -343,6 +348,7 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
     Under torchrun every rank trains its share of each batch; rank 0 alone validates, scores, writes the
     files and prints, while the others wait. Returns the final scores (empty on the other ranks)."""
     config, world = task.config, task.world
+    commit = _git_commit()  # before the run writes anything
     checkpoint, metrics = run_dir / CHECKPOINT, run_dir / METRICS
     start_epoch, elapsed = 0, 0.0
     # Rank 0 alone decides whether to resume and reads the checkpoint; every rank gets its state from rank 0,
@@ -374,7 +380,7 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
         write_json(run_dir / CONFIG, {"model": model_name, **dataclasses.asdict(config)})
         write_json(run_dir / PROVENANCE, provenance(config.seed, task.device, task.precision,
                                                     getattr(config, "channels_last", None),
-                                                    getattr(task, "precision_probe", None), world))
+                                                    getattr(task, "precision_probe", None), world, commit))
     barrier(world)  # no rank starts before the stale files are gone
 
     try:
