@@ -2,6 +2,7 @@
 # editing a template re-renders the pages without re-evaluating, and nothing retrains unless a run is missing.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
+comma := ,
 
 PYTHON ?= python3
 # Make installs into this project's own .venv and nowhere else.
@@ -25,12 +26,33 @@ CLS_ARGS ?=
 MT_ARGS ?=
 MKDOCS_BUILD := mkdocs build --strict -f mkdocs.yml
 
+# The locks pin every package with its hashes (make lock refreshes them): run.lock what the report needs, dev.lock
+# that and the test tools.
+RUN_LOCK := requirements/run.lock
+DEV_LOCK := requirements/dev.lock
 INSTALLED := $(VENV)/.installed
-SETUP := $(if $(filter $(abspath $(VENV))/bin,$(BIN)),$(INSTALLED))
+DEV_INSTALLED := $(VENV)/.installed-dev
+OWN_VENV := $(filter $(abspath $(VENV))/bin,$(BIN))
+SETUP := $(if $(OWN_VENV),$(INSTALLED))
+DEV_SETUP := $(if $(OWN_VENV),$(DEV_INSTALLED))
+# What each stage's outputs depend on besides its inputs: its own code, and what every stage shares.
+SHARED_CODE := pipeline/config.py pipeline/io.py pipeline/__main__.py
+EVALUATE_CODE := $(wildcard pipeline/evaluate/*.py pipeline/scoring/*.py pipeline/models/*.py pipeline/data/*.py) \
+	$(SHARED_CODE)
+COMPARE_CODE := $(wildcard pipeline/compare/*.py) pipeline/experiments/definitions.py pipeline/scoring/bleu.py \
+	$(SHARED_CODE)
+FIGURES_CODE := $(wildcard pipeline/figures/*.py) $(SHARED_CODE)
+PAGES_CODE := $(wildcard pipeline/templates/*.j2 pipeline/templates/experiments/*.j2) pipeline/report/pages.py \
+	$(SHARED_CODE)
+NOTEBOOKS_CODE := $(wildcard pipeline/templates/notebooks/*.py) pipeline/report/notebooks.py $(SHARED_CODE)
 # A main run counts as trained in this checkout once its test outputs exist (written when its test set is scored,
-# never committed). Its committed metric files alone let a fresh checkout compare and render pages, not evaluate.
+# never committed). Its committed metric files alone let a fresh checkout compare and render pages, not evaluate:
+# so evaluation (and what draws on its arrays) depends on a run, and on its code, only where the run is here, and
+# `make report` on a fresh clone rebuilds the committed report without training.
 CLS_RUN := $(ROOT)/runs/cls/main/test_outputs.npz
 MT_RUN := $(ROOT)/runs/mt/main/test_outputs.json
+CLS_HERE := $(wildcard $(CLS_RUN))
+MT_HERE := $(wildcard $(MT_RUN))
 CLS_EVAL := $(ROOT)/site_assets/cls/metrics.json
 MT_EVAL := $(ROOT)/site_assets/mt/metrics.json
 CLS_FIGURES := $(ROOT)/site_assets/cls/figures.json
@@ -45,6 +67,7 @@ EXPERIMENTS ?= experiments.yaml
 export PIPELINE_EXPERIMENTS := $(abspath $(EXPERIMENTS))
 MANIFEST := $(ROOT)/site_assets/manifest.json
 PAGES := $(ROOT)/docs/generated/home.md
+BENCHMARKS := $(ROOT)/BENCHMARKS.md
 NOTEBOOKS := $(ROOT)/docs/generated/notebooks/resnet.ipynb
 SITE := $(ROOT)/site/index.html
 # The hand-written part of docs/ (copied into another ROOT by the pages stage).
@@ -57,17 +80,29 @@ SHIM := docs/javascripts/iframe-worker/shim.js
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-setup: $(INSTALLED) ## create .venv and install the project with its dependencies
+setup: $(INSTALLED) ## create .venv and install exactly the locked versions the report needs
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): $(RUN_LOCK) pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[site,dev]'
+	$(VENV)/bin/python -m pip install --quiet --require-hashes --no-deps -r $(RUN_LOCK)
+	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-report: $(SITE) ## the main job: train what is missing, evaluate, draw figures, render pages, build the site
+$(DEV_INSTALLED): $(DEV_LOCK) $(INSTALLED)
+	$(VENV)/bin/python -m pip install --quiet --require-hashes --no-deps -r $(DEV_LOCK)
+	touch $@
 
-train: $(CLS_RUN) $(MT_RUN) ## train both models (resumes an interrupted run)
+lock: ## refresh requirements/*.lock from pyproject.toml (after changing a dependency; then make setup)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet pip-tools
+	$(foreach extras,site site$(comma)dev,$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links --constraint requirements/constraints.in \
+		$(foreach e,$(subst $(comma), ,$(extras)),--extra $(e)) \
+		-o requirements/$(if $(findstring dev,$(extras)),dev,run).lock pyproject.toml &&) true
+
+report: $(SITE) ## evaluate the main runs trained here (make train), compare, draw, render pages, build the site
+
+train: $(CLS_RUN) $(MT_RUN) ## train both main runs where this checkout has none (resumes an interrupted run)
 
 train-cls: $(CLS_RUN) ## train ResNet-18 on CIFAR-10 (PROFILE=smoke for seconds; CLS_ARGS="--epochs 3")
 
@@ -79,27 +114,27 @@ $(CLS_RUN): | $(SETUP)
 $(MT_RUN): | $(SETUP)
 	$(PIPELINE) train mt --resume --profile $(PROFILE) $(MT_ARGS)
 
-$(CLS_EVAL): $(CLS_RUN)
+$(CLS_EVAL): $(if $(CLS_HERE),$(CLS_RUN) $(EVALUATE_CODE)) | $(SETUP)
 	$(PY) -m pipeline evaluate cls
 
-$(MT_EVAL): $(MT_RUN)
+$(MT_EVAL): $(if $(MT_HERE),$(MT_RUN) $(EVALUATE_CODE)) | $(SETUP)
 	$(PY) -m pipeline evaluate mt
 
-$(CLS_FIGURES): $(CLS_EVAL) $(wildcard pipeline/figures/*.py)
+$(CLS_FIGURES): $(CLS_EVAL) $(if $(CLS_HERE),$(FIGURES_CODE))
 	$(PY) -m pipeline figures cls
 
-$(MT_FIGURES): $(MT_EVAL) $(wildcard pipeline/figures/*.py)
+$(MT_FIGURES): $(MT_EVAL) $(if $(MT_HERE),$(FIGURES_CODE))
 	$(PY) -m pipeline figures mt
 
-$(EXPERIMENT_RESULTS): $(EXPERIMENTS) $(FINISHED) $(CLS_EVAL) $(MT_EVAL)
+$(EXPERIMENT_RESULTS): $(EXPERIMENTS) $(FINISHED) $(CLS_EVAL) $(MT_EVAL) $(COMPARE_CODE) | $(SETUP)
 	$(PY) -m pipeline compare
 
-$(EXPERIMENT_FIGURES): $(EXPERIMENT_RESULTS) $(wildcard pipeline/figures/*.py)
+$(EXPERIMENT_FIGURES): $(EXPERIMENT_RESULTS) $(FIGURES_CODE)
 	$(PY) -m pipeline figures experiments
 
-figures: $(MANIFEST) ## evaluate both runs, compare the experiments, draw every figure into site_assets/
+figures: $(MANIFEST) ## evaluate the main runs trained here, compare the experiments, draw every figure into site_assets/
 
-$(MANIFEST): $(CLS_FIGURES) $(MT_FIGURES) $(EXPERIMENT_FIGURES)
+$(MANIFEST): $(CLS_FIGURES) $(MT_FIGURES) $(EXPERIMENT_FIGURES) $(FIGURES_CODE)
 	$(PY) -m pipeline manifest
 
 experiments: $(CLS_EVAL) $(MT_EVAL) ## train the missing runs of experiments.yaml (NAMES="masks seeds-mt" for some), then compare
@@ -120,11 +155,12 @@ $(SHIM):
 	elif [ -n "$(NPM_REQUIRED)" ]; then echo "npm is not installed: install Node.js and npm, then run make offline-search." >&2; exit 1; \
 	else echo "note: no npm, so no search from file:// (search works under make serve); install npm, then make offline-search."; fi
 
-$(PAGES): $(MANIFEST) $(wildcard pipeline/templates/*.j2 pipeline/templates/experiments/*.j2) pipeline/report/pages.py \
-		$(HANDWRITTEN) | $(SHIM)
+# The pages stage writes BENCHMARKS.md beside the pages.
+$(PAGES) $(BENCHMARKS) &: $(MANIFEST) $(PAGES_CODE) $(HANDWRITTEN) | $(SHIM)
 	$(PY) -m pipeline pages
 
-$(NOTEBOOKS): $(MANIFEST) $(wildcard pipeline/templates/notebooks/*.py)
+# Notebooks execute against both main runs' evaluation arrays: only where both runs are here.
+$(NOTEBOOKS): $(MANIFEST) $(if $(and $(CLS_HERE),$(MT_HERE)),$(NOTEBOOKS_CODE))
 	$(PY) -m pipeline notebooks
 
 site: $(SITE) ## build the static site into site/ with MkDocs (strict)
@@ -144,11 +180,14 @@ bench-cls: $(SETUP) ## train the default ResNet run, print its table, time a pla
 bench-mt: $(SETUP) ## train the default Transformer run, print its table and test scores, time its beam search batched and one sentence at a time
 	$(PY) -m pipeline bench mt $(MT_ARGS)
 
-test: $(SETUP) ## run the test suite (fast, CPU, no real data)
+test: $(DEV_SETUP) ## run the whole test suite (CPU, no real data; CI runs this)
 	$(PY) -m pytest -q
+
+test-quick: $(DEV_SETUP) ## the tests that take seconds, for the edit loop (not the slow end-to-end or browser ones)
+	$(PY) -m pytest -q -m "not slow and not browser"
 
 clean: ## remove every checkpoint, test output and evaluation and the built site (keeps the committed runs' metrics and the report)
 	rm -rf $(ROOT)/site
 	find $(ROOT)/runs -depth \( -name checkpoint.pt -o -name 'test_outputs.*' -o -name eval \) -exec rm -rf {} + 2>/dev/null || true
 
-.PHONY: help setup report train train-cls train-mt figures experiments pages offline-search site serve deploy bench-cls bench-mt test clean
+.PHONY: help setup lock report train train-cls train-mt figures experiments pages offline-search site serve deploy bench-cls bench-mt test test-quick clean

@@ -72,12 +72,33 @@ def test_every_imported_package_is_declared():
 
 
 def test_make_installs_only_into_its_own_venv():
-    dry = subprocess.run(["make", "-n", "report", "BIN=/some/env/bin", "ROOT=/nonexistent"], cwd=REPO,
+    dry = subprocess.run(["make", "-n", "train", "report", "BIN=/some/env/bin", "ROOT=/nonexistent"], cwd=REPO,
                          capture_output=True, text=True)
     assert "pip install" not in dry.stdout and "/some/env/bin/python -m pipeline train" in dry.stdout
     dry = subprocess.run(["make", "-n", "-B", "setup", "VENV=/tmp/elsewhere"], cwd=REPO, capture_output=True,
                          text=True)
     assert "pip install" in dry.stdout and "/tmp/elsewhere" not in dry.stdout and ".venv/bin/python -m pip" in dry.stdout
+
+
+def _dry_run(*args: str) -> str:
+    return subprocess.run(["make", "-n", *args, "BIN=/some/env/bin"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.parametrize("code, stage", [
+    ("pipeline/compare/stats.py", "-m pipeline compare"),
+    ("pipeline/compare/insights.py", "-m pipeline compare"),
+    ("pipeline/figures/experiments.py", "-m pipeline figures experiments"),
+    ("pipeline/figures/build.py", "-m pipeline manifest"),
+    ("pipeline/report/pages.py", "-m pipeline pages"),
+    ("pipeline/templates/experiments/experiment.md.j2", "-m pipeline pages"),
+])
+def test_a_stages_outputs_are_rebuilt_when_its_code_changes_and_the_site_never_trains(code, stage):
+    """make -W FILE: as if FILE had just been edited. The committed runs build the site; nothing trains."""
+    assert "-m pipeline train" not in _dry_run("site")
+    rebuilt = _dry_run("-W", code, "site")
+    assert stage in rebuilt and "-m pipeline train" not in rebuilt
+    assert "-m pipeline pages" in _dry_run("-W", code, "BENCHMARKS.md")  # the pages stage's other output
 
 
 def test_main_runs_metric_files_are_committed_and_make_trains_a_main_run_that_has_only_those(tmp_path):
@@ -156,3 +177,22 @@ def test_notebooks_stage_executes_only_the_notebooks_named(tmp_path, monkeypatch
     err = " ".join(capsys.readouterr().err.split())
     assert "no notebook named gan" in err and "there are resnet, transformer" in err
     assert main(["notebooks"]) == 0 and len(executed) == 3
+
+
+def _locked(name: str) -> dict[str, str]:
+    text = (REPO / "requirements" / name).read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+) \\$", text, flags=re.M))
+    blocks = re.split(r"\n(?=[A-Za-z0-9._-]+==)", text.split("\n\n", 1)[1])
+    assert all("--hash=sha256:" in block for block in blocks if "==" in block.split("\n")[0]), name
+    return {k.lower().replace("_", "-"): v for k, v in pins.items()}
+
+
+def test_the_environment_is_the_lock():
+    """make setup installs run.lock and make test dev.lock, hashed; both agree, and the packages installed here
+    are exactly the locked versions (as pip freeze would list them)."""
+    run, dev = _locked("run.lock"), _locked("dev.lock")
+    assert run and set(run) <= set(dev) and all(dev[k] == v for k, v in run.items())
+    assert {"torch", "sentencepiece", "sacrebleu", "scipy", "mkdocs-material", "pytest"} <= set(dev)
+    assert "pytest" not in run and "grad-cam" not in run  # the user's install holds only what the user needs
+    installed = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in importlib.metadata.distributions()}
+    assert {k: v for k, v in dev.items() if installed.get(k) != v} == {}

@@ -372,7 +372,8 @@ def borrowed_spreads(paths: Paths, experiments: list[Experiment]) -> dict:
             values = [r["values"][metric] for r in records if metric in r["values"]]
             if len(values) >= 2:
                 spreads.setdefault(experiment.model, {})[metric] = {
-                    "sd": float(np.std(values, ddof=1)), "n": len(values), "source": experiment.name}
+                    "sd": float(np.std(values, ddof=1)), "n": len(values), "source": experiment.name,
+                    "machines": [m["machine"] for m in runs_mix(records)["machines"]]}
     return spreads
 
 
@@ -481,7 +482,9 @@ def compare_all(paths: Paths, experiments: list[Experiment]) -> list[dict]:
     write_json(folder / "index.json", {"experiments": [r["name"] for r in results],
                                         "planned": [e.name for e in experiments],
                                         "uncounted": {name: runs for name, runs in uncounted.items() if runs}})
-    write_json(folder / "runs.json", {"runs": run_summaries(paths), "speed": speed_measurements(paths)})
+    summaries = run_summaries(paths)
+    write_json(folder / "runs.json", {"runs": summaries, "speed": speed_measurements(paths),
+                                      "default_timings": default_recipe_timings(summaries)})
     insights = main_run_insights(paths)
     if insights is not None:
         write_json(folder / INSIGHTS, insights)
@@ -529,6 +532,21 @@ def run_summaries(paths: Paths) -> list[dict]:
                                                               "cpu_flags", "started")},
             })
     return rows
+
+
+def default_recipe_timings(rows: list[dict]) -> list[dict]:
+    """How long today's default recipe trains, per model and kind of CPU and precision: the runs whose config
+    differs from today's default in the seed alone (run_summaries' rows), with their count and range."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if not r["changed"] and not r["uncommitted"]:
+            key = (r["model"], _machine(r["provenance"]), r["provenance"].get("precision"))
+            groups.setdefault(key, []).append(r)
+    return [{"model": model, "machine": machine, "precision": precision, "runs": len(rs),
+             "train_min": [min(r["train_wall_s"] for r in rs) / 60, float(np.mean([r["train_wall_s"] for r in rs])) / 60,
+                           max(r["train_wall_s"] for r in rs) / 60],
+             "test_s": [min(r["test_wall_s"] or 0 for r in rs), max(r["test_wall_s"] or 0 for r in rs)]}
+            for (model, machine, precision), rs in sorted(groups.items())]
 
 
 def speed_measurements(paths: Paths) -> list[dict]:

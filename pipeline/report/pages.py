@@ -226,7 +226,8 @@ def rendered_benchmarks(paths: Paths) -> str:
     summaries = read_json(runs_file, "run summaries (run `make figures`)") if runs_file.exists() else {}
     main_runs = {model: ctx[model]["run"] for model in ("cls", "mt")}
     return _render(environment(), "benchmarks.md.j2", {**ctx, "benchmark_runs": summaries.get("runs", []),
-                                                       "speed": summaries.get("speed", []), "main_runs": main_runs})
+                                                       "speed": summaries.get("speed", []), "main_runs": main_runs,
+                                                       "default_timings": summaries.get("default_timings", [])})
 
 
 def render_pages(paths: Paths) -> list[Path]:
