@@ -159,6 +159,21 @@ def test_device_choice_and_precision_contexts():
         make_config("cls", "full", ["--device", "tpu"])
 
 
+def test_on_cuda_the_probe_times_fp16_and_bf16_against_fp32(tmp_path, monkeypatch):
+    """An H200 trained the ResNet fastest in fp32 (TF32): on CUDA the probe decides, as on the CPU."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    cuda = torch.device("cuda")
+    for bf16, rates, chosen in ((True, {"fp32": 3000, "bf16": 2700, "fp16": 2400}, "fp32"),
+                                (True, {"fp32": 1000, "bf16": 2000, "fp16": 2100}, "fp16"),
+                                (False, {"fp32": 1000, "fp16": 1500}, "fp16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        timed = []
+        record = tmp_path / f"{chosen}-{bf16}.json"
+        answer = runner.resolve_precision("auto", cuda, lambda p: timed.append(p) or rates[p], record)
+        assert answer[0] == chosen and set(timed) == set(rates) and answer[1]["probe_images_per_s"] == rates
+        assert "gpu=NVIDIA H200" in next(iter(json.loads(record.read_text())))
+
+
 def test_the_probe_answers_once_per_machine_and_is_reused(tmp_path):
     """Two runs on one machine never train in different precisions because a timing wobbled: the first run's
     answer is recorded and the next reuses it without timing anything; another machine is probed anew."""

@@ -38,7 +38,7 @@ def pick_device(requested: str = "auto", world: World = World()) -> torch.device
     return torch.device("cuda", world.local_rank) if requested == "cuda" else torch.device(requested)
 
 
-BF16_MARGIN = 1.10  # bf16 must train this much faster than fp32 to be chosen: fp32 is the more exact
+REDUCED_MARGIN = 1.10  # bf16 or fp16 must train this much faster than fp32 to be chosen: fp32 is the more exact
 
 
 def probe_cache() -> Path:
@@ -49,40 +49,52 @@ def probe_cache() -> Path:
 PROBE_UNITS = {"cls": "images", "mt": "tokens"}  # what each model's probe counts per second
 
 
-def machine_key(model: str = "cls") -> str:
-    """What decides the probe's answer: the model, the CPU (name, ids, speed flags), the thread count and torch's
-    version. The ResNet's key has no model name, as before the Transformer had a probe, so its recorded answers
-    stay valid."""
+def machine_key(model: str = "cls", device: torch.device = torch.device("cpu")) -> str:
+    """What decides the probe's answer: the model, the CPU (name, ids, speed flags), the thread count, the GPU on
+    CUDA, and torch's version. The ResNet's key has no model name, as before the Transformer had a probe, so its
+    recorded answers stay valid."""
     cpu, flags = _cpu_info()
     ids = cpu_ids()
+    gpu = [f"gpu={torch.cuda.get_device_name(device)}"] if device.type == "cuda" else []
     return " | ".join([*([] if model == "cls" else [model]), cpu, *(f"{k}={v}" for k, v in ids.items()),
                        ",".join(f for f in SPEED_FLAGS if f in flags), f"threads={torch.get_num_threads()}",
-                       f"torch={torch.__version__}"])
+                       *gpu, f"torch={torch.__version__}"])
+
+
+def probe_candidates(device: torch.device) -> tuple[str, ...]:
+    """The precisions the probe times on a device: fp32 and bf16 on the CPU; on CUDA fp16 too, and bf16 only
+    where the GPU has it."""
+    if device.type == "cuda":
+        return ("fp32", "bf16", "fp16") if torch.cuda.is_bf16_supported() else ("fp32", "fp16")
+    return ("fp32", "bf16") if device.type == "cpu" else ()
 
 
 def resolve_precision(requested: str, device: torch.device, rate=None, cache: Path | None = None,
                       model: str = "cls") -> tuple[str, dict]:
     """The precision to train `model` in, and what was measured to choose it.
 
-    "auto" on the CPU times a few training steps in fp32 and in bf16 with `rate(precision)` (images/s for the
-    ResNet, tokens/s for the Transformer) and takes bf16 only where it is clearly faster (on some CPUs with
-    avx512_bf16 it is slower, on CPUs without bf16 instructions it is many times slower). The answer is recorded
-    per machine and model in `cache` and reused, so two runs on one machine never train in different precisions
-    because a timing wobbled; delete the file to probe again. On CUDA fp16, elsewhere fp32 (autocast has no
-    kernels for MPS here)."""
+    "auto" on the CPU or a CUDA GPU times a few training steps in each of probe_candidates(device) with
+    `rate(precision)` (images/s for the ResNet, tokens/s for the Transformer) and takes the fastest reduced
+    precision only where it is clearly faster than fp32 (on some CPUs with avx512_bf16 bf16 is slower, on CPUs
+    without bf16 instructions many times slower; on an H200 the ResNet trained fastest in fp32 with TF32). The
+    answer is recorded per machine and model in `cache` and reused, so two runs on one machine never train in
+    different precisions because a timing wobbled; delete the file to probe again. Without a probe: bf16 on the
+    CPU, fp16 on CUDA, else fp32 (autocast has no kernels for MPS here)."""
     if requested != "auto":
         return requested, {}
-    if device.type == "cpu" and rate is not None:
+    candidates = probe_candidates(device)
+    if candidates and rate is not None:
         cache = cache or probe_cache()
-        key, rate_name = machine_key(model), f"probe_{PROBE_UNITS[model]}_per_s"
+        key, rate_name = machine_key(model, device), f"probe_{PROBE_UNITS[model]}_per_s"
         try:
             known = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
         except (OSError, ValueError):
             known = {}  # an unreadable record is measured again and rewritten
-        if not isinstance(known.get(key), dict) or known[key].get("precision") not in ("fp32", "bf16") \
+        if not isinstance(known.get(key), dict) or known[key].get("precision") not in candidates \
                 or rate_name not in known[key]:
-            rates = {precision: round(rate(precision), 1) for precision in ("fp32", "bf16")}
-            known[key] = {"precision": "bf16" if rates["bf16"] >= BF16_MARGIN * rates["fp32"] else "fp32",
+            rates = {precision: round(rate(precision), 1) for precision in candidates}
+            fastest = max(candidates[1:], key=rates.get)
+            known[key] = {"precision": fastest if rates[fastest] >= REDUCED_MARGIN * rates["fp32"] else "fp32",
                           rate_name: rates,
                           "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
             cache.parent.mkdir(parents=True, exist_ok=True)
