@@ -76,3 +76,23 @@ def test_no_page_shows_a_p_value_its_test_cannot_give():
         text = page.read_text()
         assert not re.search(r"p = 0(?![.\d])", text), page
         assert not re.search(r"bootstrap[^|]*p = 0\.001\b", text), page
+
+
+def test_the_numbers_the_readme_cites_are_the_run_files():
+    """The README types in a few numbers about runs: each must be what the run's files say."""
+    readme = " ".join((REPO / "README.md").read_text().split())
+
+    def read(path):
+        return json.loads((REPO / path).read_text())
+
+    cls = read("runs/cls/main/final.json")
+    assert f"{cls['parameters']:,} parameters" in readme
+    long = read("runs/mt/long/final.json")
+    assert (f"8 epochs over {long['train_pairs']:,} training pairs took {long['train_wall_s'] / 60:.0f} min, and scoring "
+            f"{long['test_sentences']:,} test sentences {long['test_wall_s'] / 60:.1f} min") in readme
+    assert f"test BLEU {long['test_bleu']:.2f}" in readme
+    probe = read("runs/cls/seeds-cls-seed1/provenance.json")["probe_images_per_s"]
+    assert f"{probe['bf16']} images/s in bf16 against {probe['fp32']} in fp32" in readme
+    speed = read("runs/cls/bench-speed/step_speed.json")
+    compile_s = " and ".join(f"{side['compile_s']:.0f} s" for side in speed["sides"])
+    assert f"compiling took {compile_s}" in readme and f"{-100 * speed['saved']:.1f} % slower" in readme
