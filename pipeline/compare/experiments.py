@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.compare import stats
 from pipeline.compare.insights import main_run_insights
 from pipeline.config import CONFIG, DECODE_SPEED, DECODING, DELETION, FINAL, MAIN_RUN, METRICS, PROVENANCE, REPO, \
-    STEP_SPEED, TEST_PREDICTIONS, TRAINING_CODE, UNCOMMITTED, Paths, PipelineError, changed_fields, saved_config, \
+    STEP_SPEED, TEST_PREDICTIONS, TRAINING_CODE, Paths, PipelineError, changed_fields, saved_config, \
     uncommitted
 from pipeline.scoring.bleu import paired_bleu, signature_tokenizer
 from pipeline.experiments.definitions import CHANCE, EPOCH_METRICS, FINAL_METRICS, HIGHER_IS_BETTER, Experiment, \
@@ -147,15 +147,14 @@ def compare_arms(metric: str, arm: str, against: str, arms: dict, items: dict, b
     b = {r["seed"]: r["values"][metric] for r in arms[against] if metric in r["values"]}
     if not a or not b:
         return {"metric": metric, "verdict": "not enough runs", "training": None, "interval": None,
-                "sample": None, "needs_sample": False, "seed_tests": [], "borrowed": False}
+                "sample": None, "seed_tests": [], "borrowed": False}
     training = stats.training_difference(a, b, borrowed)
     fixed_test_set = model == "cls" and metric in ITEM_METRICS
     sample = test_sample_term(arms[arm], arms[against], items) if fixed_test_set else None
     # On a fixed test set a verdict needs the test-sample noise too; without per-item predictions it cannot count it.
     interval = stats.pooled_interval(training, sample) if sample is not None or not fixed_test_set else None
     return {"metric": metric, "difference": float(np.mean(list(a.values())) - np.mean(list(b.values()))),
-            "training": training, "interval": interval, "sample": sample, "needs_sample": fixed_test_set,
-            "seed_tests": seed_tests(metric, arms[arm], arms[against], items),
+            "training": training, "interval": interval, "sample": sample, "seed_tests": seed_tests(metric, arms[arm], arms[against], items),
             "verdict": stats.verdict(interval, expect, HIGHER_IS_BETTER.get(metric, True)),
             "borrowed": training is not None and training["method"].startswith("t with the seed spread")}
 
@@ -230,13 +229,12 @@ def runs_mix(records: list[dict]) -> dict:
 def training_code_changes(commits: list[str]) -> list[str] | None:
     """The files of the training code (TRAINING_CODE) that differ between the first commit and any other, from the
     repository's history; None where it cannot tell (no git, a commit it does not hold, an uncommitted tree)."""
-    plain = [c.removesuffix(UNCOMMITTED) for c in commits]
     if any(uncommitted(c) for c in commits):
         return None
     changed: set[str] = set()
-    for other in plain[1:]:
+    for other in commits[1:]:
         try:
-            out = subprocess.run(["git", "diff", "--name-only", plain[0], other, "--", *TRAINING_CODE], cwd=REPO,
+            out = subprocess.run(["git", "diff", "--name-only", commits[0], other, "--", *TRAINING_CODE], cwd=REPO,
                                  capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             return None
@@ -248,9 +246,9 @@ def training_code_changes(commits: list[str]) -> list[str] | None:
 
 def decoding_answer(experiment: Experiment, records: list[dict], decodes: dict[str, dict]) -> tuple[dict, list]:
     """Each setting of the grid against the recipe's own on validation BLEU, by the one rule: the interval over
-    seeds (paired t) and, where it excludes zero, sacrebleu's paired bootstrap on each seed's validation
-    sentences (elsewhere the verdict is already "no clear difference"). A setting is chosen only when it beats
-    the default, the best of those that do."""
+    seeds (paired t; each seed draws its own validation sentences, so it holds their noise too). Where it excludes
+    zero, sacrebleu's paired bootstrap on each seed's validation sentences is shown beside it. A setting is chosen
+    only when it beats the default, the best of those that do."""
     keys = [setting_key(*s) for s in experiment.settings()]
     default = setting_key(*experiment.default_setting())
     decoded = [r for r in records if r["folder"] in decodes]
@@ -274,7 +272,7 @@ def decoding_answer(experiment: Experiment, records: list[dict], decodes: dict[s
         comparisons.append({"arm": key, "against": default, "value": key, "expect": None, "mean": means[key],
                             "metrics": [{"metric": "val_bleu", "difference": means[key] - means[default],
                                          "training": training, "interval": interval, "sample": None,
-                                         "needs_sample": False, "seed_tests": tests, "verdict": word,
+                                         "seed_tests": tests, "verdict": word,
                                          "borrowed": False}], "verdict": word})
     beating = [c for c in comparisons if c["verdict"] == "better"]
     chosen = max(beating, key=lambda c: c["mean"])["value"] if beating else default
