@@ -180,7 +180,8 @@ def test_a_significant_effect_in_the_opposite_direction_is_never_support():
     result = compare_arms("test_accuracy", "new", "old", _arms(records), items, None, "higher", "cls")
     assert result["interval"]["high"] < 0 and result["verdict"] == "contradicted"
     without_items = compare_arms("test_accuracy", "new", "old", _arms(records), {}, None, "higher", "cls")
-    assert without_items["interval"] is None and without_items["verdict"] == "not enough runs"  # cannot count the sample
+    # without per-image predictions the test sample's noise cannot be counted: no verdict
+    assert without_items["interval"] is None and without_items["verdict"] == "not enough runs"
 
 
 def test_paired_tests_agree_with_the_libraries_own_results():

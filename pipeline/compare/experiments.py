@@ -154,7 +154,8 @@ def compare_arms(metric: str, arm: str, against: str, arms: dict, items: dict, b
     # On a fixed test set a verdict needs the test-sample noise too; without per-item predictions it cannot count it.
     interval = stats.pooled_interval(training, sample) if sample is not None or not fixed_test_set else None
     return {"metric": metric, "difference": float(np.mean(list(a.values())) - np.mean(list(b.values()))),
-            "training": training, "interval": interval, "sample": sample, "seed_tests": seed_tests(metric, arms[arm], arms[against], items),
+            "training": training, "interval": interval, "sample": sample,
+            "seed_tests": seed_tests(metric, arms[arm], arms[against], items),
             "verdict": stats.verdict(interval, expect, HIGHER_IS_BETTER.get(metric, True)),
             "borrowed": training is not None and training["method"].startswith("t with the seed spread")}
 
@@ -187,7 +188,8 @@ def sweep_answer(experiment: Experiment, records: list[dict], comparisons: list[
         bracket = "bracketed" if len(neighbours) == 2 else ("low edge" if i == 0 else "high edge")
     beating = [c for c in comparisons if c["verdict"] == "better"]
     chosen = max(beating, key=lambda c: sign * c["mean"])["value"] if beating else None
-    return {"kind": "sweep", "metric": metric, "field": field, "default": default, "best": best,
+    return {"kind": "sweep", "metric": metric, "field": field, "default": default, "values_run": len(values),
+            "best": best,
             "best_score": None if best is None else float(score[best]), "bracket": bracket,
             "chosen_value": chosen if chosen is not None else default, "changed": chosen is not None,
             "diverged": [r["name"] for r in records if r["diverged"]],
@@ -541,10 +543,10 @@ def default_recipe_timings(rows: list[dict]) -> list[dict]:
             key = (r["model"], _machine(r["provenance"]), r["provenance"].get("precision"))
             groups.setdefault(key, []).append(r)
     return [{"model": model, "machine": machine, "precision": precision, "runs": len(rs),
-             "train_min": [min(r["train_wall_s"] for r in rs) / 60, float(np.mean([r["train_wall_s"] for r in rs])) / 60,
-                           max(r["train_wall_s"] for r in rs) / 60],
+             "train_min": [min(times) / 60, float(np.mean(times)) / 60, max(times) / 60],
              "test_s": [min(r["test_wall_s"] or 0 for r in rs), max(r["test_wall_s"] or 0 for r in rs)]}
-            for (model, machine, precision), rs in sorted(groups.items())]
+            for (model, machine, precision), rs in sorted(groups.items())
+            for times in [[r["train_wall_s"] for r in rs]]]
 
 
 def speed_measurements(paths: Paths) -> list[dict]:

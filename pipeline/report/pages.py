@@ -95,9 +95,10 @@ def verdict_interval(m: dict, name: str) -> str:
     text = f"{_span(m['interval']['low'], m['interval']['high'], name)} ({training['method']}"
     sample = m.get("sample")
     if sample:
-        seeds = (f"seed {sample['seeds_a'][0]}" if sample["seeds_a"] == sample["seeds_b"] and len(sample["seeds_a"]) == 1
-                 else f"seeds {', '.join(map(str, sample['seeds_a']))} against "
-                      f"{', '.join(map(str, sample['seeds_b']))}")
+        a, b = sample["seeds_a"], sample["seeds_b"]
+        seeds = (f"seed {a[0]}" if a == b and len(a) == 1
+                 else f"seeds {', '.join(map(str, a))}" if a == b
+                 else f"seeds {', '.join(map(str, a))} against {', '.join(map(str, b))}")
         text += f", plus the test-sample noise over {sample['items']:,} images of {seeds}"
     return text + ")"
 
