@@ -2,7 +2,6 @@
 # editing a template re-renders the pages without re-evaluating, and nothing retrains unless a run is missing.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
-comma := ,
 
 PYTHON ?= python3
 # Make installs into this project's own .venv and nowhere else.
@@ -93,13 +92,16 @@ $(DEV_INSTALLED): $(DEV_LOCK) $(INSTALLED)
 	$(VENV)/bin/python -m pip install --quiet --require-hashes --no-deps -r $(DEV_LOCK)
 	touch $@
 
+# pip-tools lives in an environment of its own inside .venv, apart from the locked packages.
+LOCK_TOOLS := $(VENV)/lock-tools
+PIP_COMPILE := $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links --constraint requirements/constraints.in
+
 lock: ## refresh requirements/*.lock from pyproject.toml (after changing a dependency; then make setup)
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet pip-tools
-	$(foreach extras,site site$(comma)dev,$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
-		--no-emit-index-url --no-emit-find-links --constraint requirements/constraints.in \
-		$(foreach e,$(subst $(comma), ,$(extras)),--extra $(e)) \
-		-o requirements/$(if $(findstring dev,$(extras)),dev,run).lock pyproject.toml &&) true
+	test -x $(LOCK_TOOLS)/bin/python || $(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/python -m pip install --quiet pip-tools
+	$(PIP_COMPILE) --extra site -o $(RUN_LOCK) pyproject.toml
+	$(PIP_COMPILE) --extra site --extra dev -o $(DEV_LOCK) pyproject.toml
 
 report: $(SITE) ## evaluate the main runs trained here (make train), compare, draw, render pages, build the site
 
