@@ -37,6 +37,10 @@ def test_the_shipped_experiments_parse():
 
 @pytest.mark.parametrize("change, message", [
     (lambda d: d["tiny"].update(model="gan"), r"experiment 'tiny', field 'model': must be one of cls, mt"),
+    (lambda d: d["tiny"].update(model=["cls"]), r"experiment 'tiny', field 'model': must be one of cls, mt"),
+    (lambda d: d["tiny"].update(design=["ablation"]), r"experiment 'tiny', field 'design': must be one of"),
+    (lambda d: d["tiny"].update(profile=["smoke"]), r"experiment 'tiny', field 'profile': must be one of"),
+    (lambda d: d["tiny"].update(runs={"a": 5}), r"experiment 'tiny', run 'a': must map config fields to values"),
     (lambda d: d["tiny"].update(metrics=["accuracy"]), r"field 'metrics': must be a list drawn from"),
     (lambda d: d["tiny"]["runs"]["b"].update(lr="fast"), r"run 'b': --lr expects a float"),
     (lambda d: d["tiny"]["runs"]["b"].update(shortcut=False), r"run 'b': 'shortcut' is not a config field"),

@@ -114,20 +114,20 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
             if key not in known:
                 _fail(path, f"{where}, field {key!r}", f"unknown field; the fields are {', '.join(sorted(known))}")
         model = spec.get("model")
-        if model not in CONFIGS:
+        if not isinstance(model, str) or model not in CONFIGS:
             _fail(path, f"{where}, field 'model'", f"must be one of {', '.join(CONFIGS)}, not {model!r}")
         for key in ("question", "budget"):
             if not isinstance(spec.get(key), str) or not spec[key].strip():
                 _fail(path, f"{where}, field {key!r}", "must be a non-empty sentence")
         design = spec.get("design")
-        if design not in DESIGNS:
+        if not isinstance(design, str) or design not in DESIGNS:
             _fail(path, f"{where}, field 'design'", f"must be one of {', '.join(DESIGNS)}, not {design!r}")
         known_metrics = FINAL_METRICS[model] + EPOCH_METRICS[model]
         metrics = spec.get("metrics")
         if not isinstance(metrics, list) or not metrics or any(m not in known_metrics for m in metrics):
             _fail(path, f"{where}, field 'metrics'", f"must be a list drawn from {', '.join(known_metrics)}")
         profile = spec.get("profile", "full")
-        if profile not in PROFILES[model]:
+        if not isinstance(profile, str) or profile not in PROFILES[model]:
             _fail(path, f"{where}, field 'profile'", f"must be one of {', '.join(PROFILES[model])}")
         fields = {f.name for f in dataclasses.fields(CONFIGS[model])}
         base = spec.get("base") or {}
@@ -139,6 +139,8 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
         runs = []
         for run_name, overrides in runs_spec.items():
             run_where = f"{where}, run {run_name!r}"
+            if not isinstance(overrides, (dict, type(None))):
+                _fail(path, run_where, f"must map config fields to values ({{}} for none), not {overrides!r}")
             overrides = dict(overrides or {})
             arm = str(overrides.pop("arm", name if design in ("seeds", "decoding") else run_name))  # one arm
             same_as = overrides.pop("same_as", None)
