@@ -173,6 +173,11 @@ class MtTask:
         self.train_ids = [(self.src_tok.encode(s), self.tgt_tok.encode(t)) for s, t in train]
         self.lengths = [(len(s), len(t)) for s, t in self.train_ids]
         self.total_steps = sum(len(self._batches(epoch)) for epoch in range(config.epochs))
+        if self.total_steps == 0:
+            raise PipelineError(
+                f"No training step to take: {len(splits.train)} training pairs, of which {len(train)} have both sides "
+                f"within --max_tokens {config.max_tokens} subword tokens. Raise --max_tokens, or give a corpus "
+                "with training pairs.")
         self.val_sources, self.val_references = with_all_references(self.val_pairs)
         # The test pairs are never filtered: a source longer than the model's positions is cut when decoded,
         # and counted. A published test file is scored line by line, as given; a split drawn here scores
