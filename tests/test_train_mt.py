@@ -277,5 +277,6 @@ def test_the_decoding_grid_decodes_the_validation_sentences_the_run_was_validate
 
 def test_a_run_with_no_training_step_is_refused_in_one_clear_line(corpus_root):
     """--max_tokens that drops every training pair leaves nothing to train: a PipelineError, not a ZeroDivisionError."""
-    with pytest.raises(PipelineError, match=r"No training step to take: \d+ training pairs, of which 0 .*--max_tokens 1"):
+    message = r"No training step to take: \d+ training pairs, of which 0 .*--max_tokens 1"
+    with pytest.raises(PipelineError, match=message):
         MtTask(_config(corpus_root, "--max_tokens", "1"), Paths(corpus_root))
