@@ -103,7 +103,10 @@ lock: ## refresh requirements/*.lock from pyproject.toml (after changing a depen
 	$(PIP_COMPILE) --extra site -o $(RUN_LOCK) pyproject.toml
 	$(PIP_COMPILE) --extra site --extra dev -o $(DEV_LOCK) pyproject.toml
 
-report: $(SITE) ## evaluate the main runs trained here (make train), compare, draw, render pages, build the site
+# The stage targets run Make again, so that in `make train report` they see the runs `make train` just made (which
+# runs are here is read when Make starts).
+report: ## evaluate the main runs trained here (make train), compare, draw, render pages, build the site
+	@$(MAKE) --no-print-directory $(SITE)
 
 train: $(CLS_RUN) $(MT_RUN) ## train both main runs where this checkout has none (resumes an interrupted run)
 
@@ -135,16 +138,19 @@ $(EXPERIMENT_RESULTS): $(EXPERIMENTS) $(FINISHED) $(CLS_EVAL) $(MT_EVAL) $(COMPA
 $(EXPERIMENT_FIGURES): $(EXPERIMENT_RESULTS) $(FIGURES_CODE)
 	$(PY) -m pipeline figures experiments
 
-figures: $(MANIFEST) ## evaluate the main runs trained here, compare the experiments, draw every figure into site_assets/
+figures: ## evaluate the main runs trained here, compare the experiments, draw every figure into site_assets/
+	@$(MAKE) --no-print-directory $(MANIFEST)
 
 $(MANIFEST): $(CLS_FIGURES) $(MT_FIGURES) $(EXPERIMENT_FIGURES) $(FIGURES_CODE)
 	$(PY) -m pipeline manifest
 
-experiments: $(CLS_EVAL) $(MT_EVAL) ## train the missing runs of experiments.yaml (NAMES="masks seeds-mt" for some), then compare
+experiments: train ## train the missing runs of experiments.yaml (NAMES="masks seeds-mt" for some), then compare
+	@$(MAKE) --no-print-directory $(CLS_EVAL) $(MT_EVAL)
 	$(PIPELINE) experiments $(NAMES)
 	$(MAKE) --no-print-directory $(EXPERIMENT_FIGURES)
 
-pages: $(PAGES) $(NOTEBOOKS) ## render the templates into docs/generated/ and execute the notebooks
+pages: ## render the templates into docs/generated/ and execute the notebooks
+	@$(MAKE) --no-print-directory $(PAGES) $(NOTEBOOKS)
 
 offline-search: ## fetch Material's search shim from npm, so search works from file:// too (needs npm)
 	$(MAKE) --no-print-directory $(SHIM) NPM_REQUIRED=1
@@ -166,7 +172,8 @@ $(PAGES) $(BENCHMARKS) &: $(MANIFEST) $(PAGES_CODE) $(HANDWRITTEN) | $(SHIM)
 $(NOTEBOOKS): $(if $(and $(CLS_HERE),$(MT_HERE)),$(MANIFEST) $(NOTEBOOKS_CODE))
 	$(PY) -m pipeline notebooks
 
-site: $(SITE) ## build the static site into site/ with MkDocs (strict)
+site: ## build the static site into site/ with MkDocs (strict)
+	@$(MAKE) --no-print-directory $(SITE)
 
 $(SITE): $(PAGES) $(NOTEBOOKS) mkdocs.yml $(HANDWRITTEN)
 	cd $(ROOT) && $(BIN)/$(MKDOCS_BUILD)
