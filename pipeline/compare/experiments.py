@@ -220,12 +220,17 @@ def runs_mix(records: list[dict]) -> dict:
     """What the runs of one comparison page mix, from their provenance: the commits they were trained from (and
     whether the training code differs between them), and the CPU kinds and precisions they trained on."""
     commits = sorted({r["commit"] for r in records})
+    return {"commits": commits, "training_code_changes": training_code_changes(commits),
+            "machines": machines_of(records)}
+
+
+def machines_of(records: list[dict]) -> list[dict]:
+    """The CPU kinds and precisions the runs trained on, with how many runs each."""
     machines: dict[str, int] = {}
     for r in records:
         where = f"{_machine(r['provenance'])}, {r['provenance'].get('precision')}"
         machines[where] = machines.get(where, 0) + 1
-    return {"commits": commits, "training_code_changes": training_code_changes(commits),
-            "machines": [{"machine": m, "runs": n} for m, n in sorted(machines.items())]}
+    return [{"machine": m, "runs": n} for m, n in sorted(machines.items())]
 
 
 def training_code_changes(commits: list[str]) -> list[str] | None:
@@ -373,7 +378,7 @@ def borrowed_spreads(paths: Paths, experiments: list[Experiment]) -> dict:
             if len(values) >= 2:
                 spreads.setdefault(experiment.model, {})[metric] = {
                     "sd": float(np.std(values, ddof=1)), "n": len(values), "source": experiment.name,
-                    "machines": [m["machine"] for m in runs_mix(records)["machines"]]}
+                    "machines": [m["machine"] for m in machines_of(records)]}
     return spreads
 
 
@@ -542,11 +547,13 @@ def default_recipe_timings(rows: list[dict]) -> list[dict]:
         if not r["changed"] and not r["uncommitted"]:
             key = (r["model"], _machine(r["provenance"]), r["provenance"].get("precision"))
             groups.setdefault(key, []).append(r)
-    return [{"model": model, "machine": machine, "precision": precision, "runs": len(rs),
-             "train_min": [min(times) / 60, float(np.mean(times)) / 60, max(times) / 60],
-             "test_s": [min(r["test_wall_s"] or 0 for r in rs), max(r["test_wall_s"] or 0 for r in rs)]}
-            for (model, machine, precision), rs in sorted(groups.items())
-            for times in [[r["train_wall_s"] for r in rs]]]
+    rows_out = []
+    for (model, machine, precision), rs in sorted(groups.items()):
+        times = [r["train_wall_s"] for r in rs]
+        rows_out.append({"model": model, "machine": machine, "precision": precision, "runs": len(rs),
+                         "train_min": [min(times) / 60, float(np.mean(times)) / 60, max(times) / 60],
+                         "test_s": [min(r["test_wall_s"] or 0 for r in rs), max(r["test_wall_s"] or 0 for r in rs)]})
+    return rows_out
 
 
 def speed_measurements(paths: Paths) -> list[dict]:
