@@ -126,10 +126,10 @@ class ClsConfig:
 
     seed: int = 0  # seeds the split, the initial weights and every epoch's order and augmentation
     device: str = "auto"  # auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps
-    epochs: int = 5  # passes over the training images
+    epochs: int = 6  # passes over the training images
     batch_size: int = 128  # images per optimiser step
     eval_batch_size: int = 500  # images per forward pass when scoring
-    lr: float = 0.15  # peak learning rate of the one-cycle schedule
+    lr: float = 0.6  # peak learning rate of the one-cycle schedule
     warmup_frac: float = 0.2  # share of all steps spent rising to the peak
     momentum: float = 0.9  # Nesterov momentum
     weight_decay: float = 5e-4  # L2 penalty on every weight, per step
@@ -137,14 +137,14 @@ class ClsConfig:
     val_size: int = 5000  # training images held out for the validation curves (0 = none)
     train_limit: int = 0  # use only this many training images (0 = all); for smoke runs
     test_limit: int = 0  # score only this many test images (0 = all); for smoke runs
-    crop_padding: int = 4  # pixels of reflection padding before the random 32-pixel crop
-    low_res: int = 20  # side (pixels) the images are scaled to in the first low_res_epochs: progressive resizing
-    low_res_epochs: int = 3  # epochs trained on images scaled to low_res pixels
-    resolutions: str = ""  # image side per epoch, comma-separated (e.g. "16,16,24,32,32"); empty: low_res for low_res_epochs, then 32
+    crop_padding: int = 2  # pixels of reflection padding before the random 32-pixel crop
+    low_res: int = 20  # with resolutions empty: side (pixels) the images are scaled to in the first low_res_epochs
+    low_res_epochs: int = 3  # with resolutions empty: epochs trained on images scaled to low_res pixels
+    resolutions: str = "16,16,20,24,32,32"  # image side per epoch, comma-separated (progressive resizing); with another --epochs and no --resolutions, this ramp is spread over them; empty: low_res for low_res_epochs, then 32
     flip: str = "random"  # training mirror images: "random" (each image, each epoch, a coin) or "alternate" (a coin in the first epoch, then the other side every next epoch)
     cutout: int = 0  # side (pixels) of a square of each training image set to the mean (0 = none)
-    bn_weight_decay: bool = True  # weight decay on batch-norm weights and biases too; false spares them
-    bn_lr_scale: float = 1.0  # learning rate of batch-norm weights and biases, as a multiple of lr
+    bn_weight_decay: bool = False  # weight decay on batch-norm weights and biases too; false spares them
+    bn_lr_scale: float = 4.0  # learning rate of batch-norm weights and biases, as a multiple of lr
     ema: float = 0.0  # decay per step of an exponential moving average of the weights, which validation and the test then score (0 = none)
     val_tta: bool = False  # validation also scores each image's mirror image (a second forward pass)
     test_tta: bool = True  # test scores average the logits of each image and its mirror image
@@ -208,7 +208,6 @@ PROFILES: dict[str, dict[str, dict]] = {
         "full": {},
         "smoke": dict(
             epochs=1, batch_size=32, eval_batch_size=64, val_size=64, train_limit=256, test_limit=128,
-            low_res_epochs=0,
         ),
     },
     "mt": {
@@ -321,7 +320,20 @@ def make_config(model: str, profile: str = "full", overrides: dict | list[str] |
         expected = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}[kind]
         if not isinstance(value, expected) or (kind in ("int", "float") and isinstance(value, bool)):
             raise PipelineError(f"--{name} expects a {kind}, got {value!r}.")
-    return validate(CONFIGS[model](**{**PROFILES[model][profile], **(overrides or {})}))
+    values = {**PROFILES[model][profile], **(overrides or {})}
+    if model == "cls" and "resolutions" not in values:
+        values["resolutions"] = spread_ramp(values.get("epochs", ClsConfig.epochs))
+    return validate(CONFIGS[model](**values))
+
+
+def spread_ramp(epochs: int) -> str:
+    """The default ramp of image sides spread over `epochs`: epoch i of n takes the side at the same share of the
+    way through the default's, so every ramp starts at its first side and ends at its last (for 8 epochs:
+    16,16,16,20,24,32,32,32; for one epoch, the last side alone)."""
+    sides = ClsConfig.resolutions.split(",")
+    if epochs < 2:
+        return sides[-1] if epochs == 1 else ClsConfig.resolutions
+    return ",".join(sides[round(i * (len(sides) - 1) / (epochs - 1))] for i in range(epochs))
 
 
 def validate(config):
@@ -337,9 +349,14 @@ def validate(config):
     if isinstance(config, ClsConfig):
         if config.resolutions:
             sizes = config.resolutions.replace(" ", "").split(",")
-            if not all(x.isdigit() and 8 <= int(x) <= 32 for x in sizes) or len(sizes) != config.epochs:
-                raise PipelineError(f"--resolutions must give one image side from 8 to 32 per epoch ({config.epochs}, "
-                                    f"comma-separated), not {config.resolutions!r}.")
+            if not all(x.isdigit() and 8 <= int(x) <= 32 for x in sizes):
+                raise PipelineError(f"--resolutions must give image sides from 8 to 32, comma-separated, not "
+                                    f"{config.resolutions!r}.")
+            if len(sizes) != config.epochs:
+                raise PipelineError(
+                    f"--resolutions gives {len(sizes)} image sides ({config.resolutions}) for {config.epochs} epochs: "
+                    f"give one side per epoch, or --resolutions '' for --low_res pixels in the first "
+                    f"--low_res_epochs epochs and 32 after.")
         if config.flip not in ("random", "alternate"):
             raise PipelineError(f"--flip must be random or alternate, not {config.flip!r}.")
         if not 0.0 <= config.ema < 1.0:
@@ -359,7 +376,8 @@ def validate(config):
 
 
 # Fields whose default changed after runs were saved without them: such a run was trained with this value.
-EARLIER_DEFAULTS = {"cls": {}, "mt": {"lr_schedule": "inverse_sqrt", "precision": "fp32"}}
+EARLIER_DEFAULTS = {"cls": {"resolutions": "", "bn_weight_decay": True, "bn_lr_scale": 1.0},
+                    "mt": {"lr_schedule": "inverse_sqrt", "precision": "fp32"}}
 
 
 def config_from_dict(model: str, values: dict):

@@ -91,7 +91,7 @@ def test_the_numbers_the_readme_cites_are_the_run_files():
     assert (f"8 epochs over {long['train_pairs']:,} training pairs took {long['train_wall_s'] / 60:.0f} min, "
             f"and scoring {long['test_sentences']:,} test sentences {long['test_wall_s'] / 60:.1f} min") in readme
     assert f"test BLEU {long['test_bleu']:.2f}" in readme
-    probe = read("runs/cls/seeds-cls-seed1/provenance.json")["probe_images_per_s"]
+    probe = read("runs/cls/confirm-recipe-cls-screened-s6/provenance.json")["probe_images_per_s"]
     assert f"{probe['bf16']} images/s in bf16 against {probe['fp32']} in fp32" in readme
     speed = read("runs/cls/bench-speed/step_speed.json")
     compile_s = " and ".join(f"{side['compile_s']:.0f} s" for side in speed["sides"])

@@ -225,7 +225,7 @@ def test_the_ablation_verdict_flips_when_the_numbers_swap():
 
 
 SWEEP = {"sweep": {"model": "cls", "question": "Q?", "metrics": ["val_accuracy"], "design": "sweep",
-                   "sweep": "lr", "choose_on": "val_accuracy", "budget": "b",
+                   "sweep": "lr", "choose_on": "val_accuracy", "budget": "b", "base": {"lr": 0.15},
                    "runs": {"lr0.05": {"lr": 0.05}, "lr0.15": {"lr": 0.15}, "lr0.5": {"lr": 0.5},
                             "lr2.0": {"lr": 2.0}}}}
 

@@ -17,7 +17,7 @@ from pipeline.train.cls import ClsTask, lr_at, predict_logits
 from tests.conftest import WritesMarker, interrupt_at
 
 TINY = ["--epochs", "2", "--batch_size", "16", "--val_size", "32", "--train_limit", "64",
-        "--test_limit", "32", "--eval_batch_size", "32", "--low_res_epochs", "1", "--low_res", "16"]
+        "--test_limit", "32", "--eval_batch_size", "32"]  # the default ramp spread over 2 epochs: 16, then 32 px
 
 
 def test_overfits_two_tiny_batches():
@@ -316,8 +316,17 @@ def test_recipe_options_change_what_they_name_and_nothing_else(cifar_root):
 
     config = make_config("cls", "full", ["--epochs", "3", "--resolutions", "16,24,32"])
     assert [resolution_at(e, config) for e in range(3)] == [16, 24, 32]
-    with pytest.raises(runner.PipelineError, match="one image side from 8 to 32 per epoch"):
+    with pytest.raises(runner.PipelineError, match=r"gives 2 image sides \(16,32\) for 3 epochs: give one side per"):
         make_config("cls", "full", ["--epochs", "3", "--resolutions", "16,32"])
+    with pytest.raises(runner.PipelineError, match="image sides from 8 to 32"):
+        make_config("cls", "full", ["--epochs", "3", "--resolutions", "16,40,32"])
+    # Another number of epochs and no --resolutions: the default ramp, spread from its first side to its last.
+    assert make_config("cls").resolutions == "16,16,20,24,32,32"
+    assert make_config("cls", "full", ["--epochs", "8"]).resolutions == "16,16,16,20,24,32,32,32"
+    assert make_config("cls", "full", ["--epochs", "2"]).resolutions == "16,32"
+    assert make_config("cls", "smoke").resolutions == "32"
+    old = make_config("cls", "full", {"epochs": 5, "resolutions": ""})  # the earlier default: 20 px, then 32
+    assert [resolution_at(e, old) for e in range(5)] == [20, 20, 20, 32, 32]
 
     images = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8)
     plain = augment(images, torch.Generator().manual_seed(1))
@@ -333,7 +342,8 @@ def test_recipe_options_change_what_they_name_and_nothing_else(cifar_root):
     model = make_resnet(18, width=8)
     groups = parameter_groups(model, make_config("cls", "full", ["--bn_weight_decay", "false", "--bn_lr_scale", "4"]))
     assert [g["weight_decay"] for g in groups] == [5e-4, 0.0] and [g["lr_scale"] for g in groups] == [1.0, 4.0]
-    assert all(p.dim() == 1 for p in groups[1]["params"]) and len(parameter_groups(model, config)) == 1
+    together = make_config("cls", "full", ["--bn_weight_decay", "true", "--bn_lr_scale", "1"])
+    assert all(p.dim() == 1 for p in groups[1]["params"]) and len(parameter_groups(model, together)) == 1
 
     x = torch.randn(2, 3, 32, 32)
     views = tta_views(x, flip=True, translate=2)
