@@ -96,3 +96,34 @@ def test_the_numbers_the_readme_cites_are_the_run_files():
     speed = read("runs/cls/bench-speed/step_speed.json")
     compile_s = " and ".join(f"{side['compile_s']:.0f} s" for side in speed["sides"])
     assert f"compiling took {compile_s}" in readme and f"{-100 * speed['saved']:.1f} % slower" in readme
+
+
+def test_the_recipe_page_states_each_experiments_numbers_and_where_they_ran():
+    """The recipe page: the confirmation's verdict and interval as its comparison computed them, and the machines
+    of the confirmation, the ablation and the epochs curve, from their runs' provenance."""
+    from pipeline.report.pages import metric, verdict_interval
+
+    page = (COMMITTED.generated_docs / "recipe.md").read_text()
+    folder = COMMITTED.site_assets / "experiments"
+    confirmation = json.loads((folder / "confirm-recipe-cls.json").read_text())
+    comparison = confirmation["comparisons"][0]
+    for m in comparison["metrics"]:
+        summaries = confirmation["summaries"][m["metric"]]
+        row = (f"| {metric(summaries[comparison['against']]['mean'], m['metric'])} "
+               f"| {metric(summaries[comparison['arm']]['mean'], m['metric'])} ")
+        assert row in page and f"| {verdict_interval(m, m['metric'])} | **{m['verdict']}** |" in page
+    assert f"as declared: **{comparison['verdict']}**" in page
+    for name in ("confirm-recipe-cls", "recipe-ablation-cls", "epochs-cls"):
+        machines = json.loads((folder / f"{name}.json").read_text())["mix"]["machines"]
+        assert "trained on " + "; ".join(f"{m['machine']} ({m['runs']} run{'s' if m['runs'] > 1 else ''})"
+                                         for m in machines) in " ".join(page.split()), name
+
+
+def test_every_sweep_of_two_values_or_more_draws_its_scores():
+    manifest = json.loads(COMMITTED.manifest.read_text())
+    drawn = {f["id"] for f in manifest["figures"]}
+    for name in json.loads((COMMITTED.site_assets / "experiments" / "index.json").read_text())["experiments"]:
+        result = json.loads((COMMITTED.site_assets / "experiments" / f"{name}.json").read_text())
+        if result["design"] == "sweep":
+            values = {r["config"][result["sweep"]] for r in result["runs"]}
+            assert (f"exp_{name}_scores" in drawn) == (len(values) > 1), name

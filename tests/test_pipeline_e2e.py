@@ -277,3 +277,6 @@ def test_a_tiny_experiment_goes_end_to_end_to_its_page(built):
     gradcam = " ".join((built.generated_docs / "experiments" / "gradcam.md").read_text().split())
     assert expected in gradcam and f"95 % interval {number(low, 3)} to {number(high, 3)}" in gradcam
     assert not (built.runs / "cls" / "never-run-other").exists()
+    # The recipe page, with none of its experiments declared here, says what would run them.
+    recipe = (built.generated_docs / "recipe.md").read_text()
+    assert "No run of `confirm-recipe-cls` has finished yet" in recipe and "**The rule.**" in recipe

@@ -204,6 +204,15 @@ def build_experiments(paths: Paths) -> list[dict]:
                                  "mean over its runs; a band of ± one standard deviation where an arm has several "
                                  "seeds.",
                                  f"Line charts of {', '.join(metrics)} per epoch, one line per arm.", "curves"))
+        if result["design"] == "sweep" and len({r["config"][result["sweep"]] for r in result["runs"]}) > 1:
+            scored = [m for m in result["metrics"] if m.startswith(("val_", "test_")) and not m.endswith("_loss")]
+            figures.append(entry(experiment_figures.sweep_scores(result, scored, out / f"{name}_scores.png"),
+                                 f"Scores against {result['sweep']} and training time",
+                                 f"The last {', '.join(scored)} of each value of {result['sweep']} (the mean of its "
+                                 "runs), against the value and against the minutes of training it took on the "
+                                 "machines the table of runs names. Test scores are shown, never used to choose.",
+                                 f"Two line charts of {', '.join(scored)}: against {result['sweep']} and against "
+                                 "minutes of training.", "scores"))
         if "gradient_norms" in result:
             figures.append(entry(experiment_figures.gradient_norms(result["gradient_norms"],
                                                                    out / f"{name}_gradient_norms.png"),

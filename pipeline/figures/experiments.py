@@ -57,6 +57,36 @@ def overlaid_curves(result: dict, metrics: list[str], path: Path) -> Path:
     return save(fig, path)
 
 
+def sweep_scores(result: dict, metrics: list[str], path: Path) -> Path:
+    """A sweep's last scores against the swept value (left) and against the minutes of training they cost (right):
+    one point per value, the mean of its runs; each right-hand point is labelled with its value."""
+    field = result["sweep"]
+    by_value: dict[float, list[dict]] = {}
+    for run in result["runs"]:
+        by_value.setdefault(run["config"][field], []).append(run)
+    values = sorted(by_value)
+    minutes = [np.mean([r["train_wall_s"] for r in by_value[v]]) / 60 for v in values]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, metric in enumerate(metrics):
+        scale = 100 if metric in PERCENT or metric.endswith("_accuracy") else 1
+        means = [scale * np.mean([r["values"][metric] for r in by_value[v] if metric in r["values"]]) for v in values]
+        axes[0].plot(values, means, "o-", color=f"C{i}", label=metric)
+        axes[1].plot(minutes, means, "o-", color=f"C{i}", label=metric)
+        for v, x, y in zip(values, minutes, means):
+            axes[1].annotate(f"{v:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    if max(values) / max(min(values), 1e-12) > 20:
+        axes[0].set_xscale("log")
+    axes[0].set_xlabel(field)
+    axes[1].set_xlabel("minutes of training (each point labelled with its " + field + ")")
+    for ax in axes:
+        ax.set_ylabel("score (% for accuracies)")
+        ax.legend(fontsize=8)
+    axes[0].set_title(f"Last scores against {field}")
+    axes[1].set_title("Against the training time they cost")
+    fig.suptitle(result["question"], fontsize=11)
+    return save(fig, path)
+
+
 def gradient_norms(norms: dict, path: Path) -> Path:
     """Gradient norm at the output of the stem and of every block, input to output, for each network: at
     initialisation and after a few steps, on a logarithmic scale."""

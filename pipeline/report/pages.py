@@ -23,6 +23,7 @@ PAGES = {  # template -> page under docs/generated/
     "transformer.md.j2": "transformer.md",
     "insights.md.j2": "insights.md",
     "reproducibility.md.j2": "reproducibility.md",
+    "recipe.md.j2": "recipe.md",
     "experiments/index.md.j2": "experiments/index.md",
 }
 EXPERIMENT_PAGE = "experiments/experiment.md.j2"  # rendered once per experiment with runs
@@ -119,9 +120,11 @@ def machine(provenance: dict) -> str:
 
 
 def code(value) -> Markup:
-    """A value as an inline code span, shown as written: Markdown escapes a code span's content itself (so
-    HTML-escaping it too would show entities) and the fence outruns any backticks inside."""
+    """A value as an inline code span ("(empty)" for the empty string), shown as written: Markdown escapes a code
+    span's content itself (so HTML-escaping it too would show entities) and the fence outruns any backticks inside."""
     text = str(value).replace("\n", " ")
+    if not text:
+        return Markup("(empty)")
     fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return Markup(f"{fence}{pad}{text}{pad}{fence}")
