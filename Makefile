@@ -37,7 +37,7 @@ DEV_SETUP := $(if $(OWN_VENV),$(DEV_INSTALLED))
 # What each stage's outputs depend on besides its inputs: its own code, and what every stage shares.
 SHARED_CODE := pipeline/config.py pipeline/io.py pipeline/__main__.py
 EVALUATE_CODE := $(wildcard pipeline/evaluate/*.py pipeline/scoring/*.py pipeline/models/*.py pipeline/data/*.py) \
-	$(SHARED_CODE)
+	pipeline/runtime.py pipeline/trained.py $(SHARED_CODE)
 COMPARE_CODE := $(wildcard pipeline/compare/*.py) pipeline/experiments/definitions.py pipeline/scoring/bleu.py \
 	$(SHARED_CODE)
 FIGURES_CODE := $(wildcard pipeline/figures/*.py) $(SHARED_CODE)

@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace) -> None:
         from pathlib import Path
 
         from pipeline.data.translation import write_split
-        from pipeline.train.mt import load_splits
+        from pipeline.trained import load_splits
 
         options = {k: v for k, v in vars(args).items() if k not in ("stage", "folder", "profile")}
         splits, fingerprints = load_splits(make_config("mt", args.profile, options))

@@ -12,7 +12,7 @@ from pipeline.config import CONFIG, DECODE_SPEED, FINAL, METRICS, PROVENANCE, ST
     PipelineError, changed_fields
 from pipeline.io import read_json, read_jsonl, write_json
 from pipeline.train import train
-from pipeline.train.runner import SPEED_FLAGS, pick_device, progress, provenance as machine_provenance
+from pipeline.runtime import SPEED_FLAGS, pick_device, progress, provenance as machine_provenance
 
 BASELINE_STEPS = 30  # timed steps per recipe, in ROUNDS alternating rounds, each after WARMUP_STEPS untimed ones
 ROUNDS = 2
@@ -51,11 +51,12 @@ def training_step(model, images: torch.Tensor, labels: torch.Tensor, config, dev
     import torch.nn.functional as F
 
     from pipeline.data.cifar10 import augment
-    from pipeline.train.cls import prepare
-    from pipeline.train.runner import autocast
+    from pipeline.trained import prepare
+    from pipeline.runtime import autocast, loss_scaler, optimizer_step
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     generator = torch.Generator().manual_seed(0)  # draws on the CPU, as in training
+    scaler = loss_scaler(device, precision)
 
     def step():
         idx = torch.randint(0, len(labels), (config.batch_size,), generator=generator)
@@ -63,9 +64,7 @@ def training_step(model, images: torch.Tensor, labels: torch.Tensor, config, dev
                     side)
         with autocast(device, precision):
             loss = F.cross_entropy(model(x), labels[idx].to(device))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        optimizer_step(loss, optimizer, scaler)
     return step
 
 
@@ -77,8 +76,8 @@ def _baseline_rates(config, precision: str, paths: Paths) -> tuple[float, float]
     from PIL import Image
 
     from pipeline.data.cifar10 import MEAN, STD, load_cifar10
-    from pipeline.train.cls import build_model
-    from pipeline.train.runner import steps_per_second
+    from pipeline.trained import build_resnet
+    from pipeline.runtime import steps_per_second
 
     device = pick_device(config.device)
     data = load_cifar10(paths.data, strict_counts=config.train_limit == 0 and config.test_limit == 0)
@@ -95,7 +94,7 @@ def _baseline_rates(config, precision: str, paths: Paths) -> tuple[float, float]
     loader = torch.utils.data.DataLoader(PilDataset(), batch_size=config.batch_size, shuffle=True, num_workers=2,
                                          drop_last=True, persistent_workers=True)
     batches = (batch for _ in iter(int, 1) for batch in loader)  # epoch after epoch, for as long as timed
-    plain = build_model(dataclasses.replace(config, channels_last=False), device)
+    plain = build_resnet(dataclasses.replace(config, channels_last=False), device)
     plain_opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
     def plain_step():
@@ -105,7 +104,7 @@ def _baseline_rates(config, precision: str, paths: Paths) -> tuple[float, float]
         loss.backward()
         plain_opt.step()
 
-    our_step = training_step(build_model(config, device), data.train_images, labels, config, device, precision)
+    our_step = training_step(build_resnet(config, device), data.train_images, labels, config, device, precision)
 
     rates = {"plain": [], "ours": []}
     for _ in range(ROUNDS):
@@ -129,8 +128,9 @@ def compile_rates(config, task) -> dict:
     alternation after a warm-up) and the seconds the compiled step's first calls took (compiling, once per
     side). From these, the training time of the whole schedule both ways, compile time included, and the
     share saved."""
-    from pipeline.train.cls import build_model, resolution_at
-    from pipeline.train.runner import steps_per_second, synchronize
+    from pipeline.train.cls import resolution_at
+    from pipeline.trained import build_resnet
+    from pipeline.runtime import steps_per_second, synchronize
 
     device = task.device
     schedule = [resolution_at(epoch, config) for epoch in range(config.epochs)]
@@ -140,7 +140,7 @@ def compile_rates(config, task) -> dict:
     for side in sorted(set(schedule)):
         eager, compiled = (_ticking(training_step(model, task.train_images, task.train_labels, config, device,
                                                   task.precision, side), bar)
-                           for model in (build_model(config, device), torch.compile(build_model(config, device))))
+                           for model in (build_resnet(config, device), torch.compile(build_resnet(config, device))))
         t0 = time.perf_counter()
         try:
             for _ in range(WARMUP_STEPS):
@@ -183,7 +183,7 @@ def decode_speed(run_dir: Path, device: torch.device) -> dict:
     and values, and one sentence at a time re-decoding every prefix (the search before the cache), with how
     many outputs the two agree on. Written to the run's decode_speed.json."""
     from pipeline.scoring.decode import translate
-    from pipeline.train.mt import load_trained
+    from pipeline.trained import load_trained
 
     config, model, src_tok, tgt_tok = load_trained(run_dir, device)
     sources = [d["source"] for d in read_json(run_dir / f"{TEST_OUTPUTS}.json", "test decodes of the run")]

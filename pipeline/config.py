@@ -36,8 +36,8 @@ UNCOMMITTED = "-dirty"  # how a provenance commit ends when the tree had uncommi
 # it. The pipeline's own outputs (runs/, site_assets/, docs/generated/, BENCHMARKS.md) do not count.
 NUMBER_INPUTS = ("pipeline", "experiments.yaml", "pyproject.toml", "requirements")
 # The files whose change can change a trained run's numbers: a comparison says when its runs' commits differ in them.
-TRAINING_CODE = ("pipeline/train", "pipeline/models", "pipeline/data", "pipeline/scoring", "pipeline/config.py",
-                 "pipeline/io.py", "pyproject.toml")
+TRAINING_CODE = ("pipeline/train", "pipeline/runtime.py", "pipeline/trained.py", "pipeline/models", "pipeline/data",
+                 "pipeline/scoring", "pipeline/config.py", "pipeline/io.py", "pyproject.toml")
 
 
 class PipelineError(Exception):
@@ -193,7 +193,7 @@ class MtConfig:
     precision: str = "auto"  # training arithmetic: auto (on the CPU bf16 where a probe finds it faster, else fp32; fp16 on CUDA), bf16, fp16 or fp32; validation and decoding always run in fp32
     label_smoothing: float = 0.1  # probability mass spread evenly over the vocabulary in the training loss
     average_last: int = 0  # validation and the test score the mean of the weights at the end of the last this-many epochs (0 or 1: the last weights)
-    clip_norm: float = 1.0  # gradients are rescaled to at most this global L2 norm
+    clip_norm: float = 1.0  # gradients are rescaled to at most this global L2 norm (0: no clipping)
     max_len: int = 32  # longest decoded output, in tokens
     length_ratio: float = 1.5  # an output is also cut at length_ratio x its source's tokens + length_extra
     length_extra: int = 8  # see length_ratio
@@ -201,6 +201,12 @@ class MtConfig:
     length_penalty: float = 0.6  # GNMT alpha; 0 = no length normalisation
     threads: int = 0  # torch intra-op threads (0 = torch's default)
     collective_timeout_s: int = 1800  # under torchrun: seconds the other ranks wait (while rank 0 validates and tests) before the run stops with an error
+
+
+def setting_key(beam_size: int, length_penalty: float) -> str:
+    """How a decoding setting is named in files and on pages (beam size 0 is greedy decoding, which has no
+    length penalty)."""
+    return "greedy" if beam_size == 0 else f"beam {beam_size}, alpha {length_penalty:g}"
 
 
 PROFILES: dict[str, dict[str, dict]] = {

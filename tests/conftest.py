@@ -57,7 +57,7 @@ def precision_record(tmp_path_factory) -> Path:
     record the probe keeps is made for them, saying fp32; the probe's rule and its record are tested with
     made-up rates (test_train_cls). Subprocesses inherit the variable."""
     from pipeline.io import write_json
-    from pipeline.train.runner import PROBE_UNITS, machine_key
+    from pipeline.runtime import PROBE_UNITS, machine_key
 
     folder = tmp_path_factory.mktemp("cache")
     os.environ["PIPELINE_CACHE"] = str(folder)

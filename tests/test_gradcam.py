@@ -55,18 +55,51 @@ def test_flip_averaged_maps_explain_the_flip_averaged_prediction(model):
     """With test_tta the label shown is the argmax of the image's and its mirror's mean logits; the map must
     describe that same prediction, so it treats both views alike: mirroring the image mirrors the map."""
     from pipeline.config import ClsConfig
-    from pipeline.evaluate.cls import gradcam_maps
-    from pipeline.train.cls import predict_logits
+    from pipeline.evaluate.gradcam import gradcam_maps
+    from pipeline.trained import ClsPredictor
 
     config = ClsConfig(channels_last=False, test_tta=True, eval_batch_size=8)
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     device = torch.device("cpu")
-    logits = predict_logits(model, images, config, device, "fp32", tta=True)
-    mirrored = predict_logits(model, images.flip(3), config, device, "fp32", tta=True)
-    torch.testing.assert_close(logits, mirrored, rtol=1e-4, atol=1e-4)
+    predictor = ClsPredictor(model, config, device, "fp32", tta=True)
+    logits = predictor.logits(images)
+    torch.testing.assert_close(logits, predictor.logits(images.flip(3)), rtol=1e-4, atol=1e-4)
     classes = logits.argmax(1)
-    maps = gradcam_maps(model, images, classes, config, device)
-    maps_of_mirror = gradcam_maps(model, images.flip(3), classes, config, device)
+    maps = gradcam_maps(predictor, images, classes)
+    maps_of_mirror = gradcam_maps(predictor, images.flip(3), classes)
     np.testing.assert_allclose(maps_of_mirror, maps[..., ::-1], atol=1e-4)
-    single = gradcam_maps(model, images, classes, ClsConfig(channels_last=False, test_tta=False), device)
+    single = gradcam_maps(ClsPredictor(model, config, device, "fp32", tta=False), images, classes)
     assert not np.allclose(single, maps, atol=1e-3)  # the one-view map is another explanation
+
+
+def test_with_shifted_views_grad_cam_explains_the_predictor_the_test_scores(model):
+    """--tta_translate 1: the test averages six views (the image, two copies shifted by a pixel, the mirror of
+    each); Grad-CAM takes the same six, each view's map moved back into the image's frame."""
+    from pipeline.config import ClsConfig
+    from pipeline.evaluate.gradcam import gradcam_maps
+    from pipeline.trained import ClsPredictor, prepare
+
+    config = ClsConfig(channels_last=False, test_tta=True, tta_translate=1, eval_batch_size=8)
+    device = torch.device("cpu")
+    predictor = ClsPredictor(model, config, device, "fp32", tta=True)
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    x = prepare(images, device, False)
+    views = predictor.views(x)
+    assert len(views) == 6
+    torch.testing.assert_close(predictor.logits(images), torch.stack([model(v) for v in views]).mean(0),
+                               rtol=1e-4, atol=1e-4)  # what the test scores
+    # Moving back undoes each view: a map that is the view's own first channel returns the image's, away from
+    # the border a shift uncovers.
+    for i, view in enumerate(views):
+        back = predictor.unview(view[:, 0], i)
+        torch.testing.assert_close(back[:, 1:-1, 1:-1], x[:, 0, 1:-1, 1:-1])
+    classes = predictor.logits(images).argmax(1)
+    with GradCAM(model, model.cam_layer) as cam:
+        raw = [predictor.unview(cam._raw(v, classes), i) for i, v in enumerate(views)]
+    mean = torch.stack(raw).mean(0)
+    low, high = mean.flatten(1).min(1).values[:, None, None], mean.flatten(1).max(1).values[:, None, None]
+    np.testing.assert_allclose(gradcam_maps(predictor, images, classes), ((mean - low) / (high - low + 1e-7)).numpy(),
+                               atol=1e-5)
+    flip_only = ClsPredictor(model, ClsConfig(channels_last=False, test_tta=True), device, "fp32", tta=True)
+    assert not np.allclose(gradcam_maps(flip_only, images, classes), gradcam_maps(predictor, images, classes),
+                           atol=1e-3)

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from pipeline.__main__ import main
 from pipeline.config import REPO, Paths, make_config
 from pipeline.models.resnet import make_resnet
+from pipeline import runtime
 from pipeline.train import runner
-from pipeline.train.cls import ClsTask, lr_at, predict_logits
+from pipeline.train.cls import ClsTask, lr_at
+from pipeline.trained import ClsPredictor
 from tests.conftest import WritesMarker, interrupt_at
 
 TINY = ["--epochs", "2", "--batch_size", "16", "--val_size", "32", "--train_limit", "64",
@@ -77,7 +79,7 @@ def test_smoke_profile_end_to_end_writes_the_run(cifar_root, monkeypatch):
             "elapsed_s"} <= record.keys()
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert {"seed", "git_commit", "packages", "device", "device_name", "train_wall_s"} <= provenance.keys()
-    checkpoint = runner.load_checkpoint(run_dir / "checkpoint.pt")
+    checkpoint = runtime.load_checkpoint(run_dir / "checkpoint.pt")
     assert {"model", "epoch", "config", "seed", "task", "rng"} <= checkpoint.keys()
     assert {"model", "optimizer", "step"} <= checkpoint["task"].keys()
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 1
@@ -134,26 +136,26 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     path.parent.mkdir(parents=True)
     torch.save({"model": WritesMarker(marker)}, path)
     with pytest.raises(runner.PipelineError, match="checkpoint.pt is not a readable checkpoint"):
-        runner.load_checkpoint(path)
+        runtime.load_checkpoint(path)
     assert not marker.exists()
     assert "weights_only=False" not in "".join(p.read_text() for p in (REPO / "pipeline").rglob("*.py"))
 
 
 def test_device_choice_and_precision_contexts():
-    assert runner.pick_device("cpu").type == "cpu"
+    assert runtime.pick_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
         with pytest.raises(runner.PipelineError, match="--device cuda was asked for"):
-            runner.pick_device("cuda")
+            runtime.pick_device("cuda")
     # Devices autocast does not serve get a context that changes nothing, whatever the precision asked.
-    assert isinstance(runner.autocast(torch.device("mps"), "bf16"), contextlib.nullcontext)
-    assert isinstance(runner.autocast(torch.device("cpu"), "fp32"), contextlib.nullcontext)
-    assert runner.resolve_precision("auto", torch.device("mps")) == ("fp32", {})
-    assert runner.resolve_precision("auto", torch.device("cuda")) == ("fp16", {})
+    assert isinstance(runtime.autocast(torch.device("mps"), "bf16"), contextlib.nullcontext)
+    assert isinstance(runtime.autocast(torch.device("cpu"), "fp32"), contextlib.nullcontext)
+    assert runtime.resolve_precision("auto", torch.device("mps")) == ("fp32", {})
+    assert runtime.resolve_precision("auto", torch.device("cuda")) == ("fp16", {})
     # On the CPU the probe decides: bf16 only where it is clearly faster than fp32.
     for rates, chosen in (({"fp32": 100, "bf16": 150}, "bf16"), ({"fp32": 100, "bf16": 80}, "fp32"),
                           ({"fp32": 100, "bf16": 105}, "fp32")):
         with tempfile.TemporaryDirectory() as folder:
-            assert runner.resolve_precision("auto", torch.device("cpu"), rates.get,
+            assert runtime.resolve_precision("auto", torch.device("cpu"), rates.get,
                                             Path(folder) / "precision.json")[0] == chosen
     with pytest.raises(runner.PipelineError, match="--device must be"):
         make_config("cls", "full", ["--device", "tpu"])
@@ -169,7 +171,7 @@ def test_on_cuda_the_probe_times_fp16_and_bf16_against_fp32(tmp_path, monkeypatc
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
         timed = []
         record = tmp_path / f"{chosen}-{bf16}.json"
-        answer = runner.resolve_precision("auto", cuda, lambda p: timed.append(p) or rates[p], record)
+        answer = runtime.resolve_precision("auto", cuda, lambda p: timed.append(p) or rates[p], record)
         assert answer[0] == chosen and set(timed) == set(rates) and answer[1]["probe_images_per_s"] == rates
         assert "gpu=NVIDIA H200" in next(iter(json.loads(record.read_text())))
 
@@ -185,14 +187,14 @@ def test_the_probe_answers_once_per_machine_and_is_reused(tmp_path):
             return answer[precision]
         return rate
 
-    first = runner.resolve_precision("auto", torch.device("cpu"), rates({"fp32": 100, "bf16": 150}), record)
-    again = runner.resolve_precision("auto", torch.device("cpu"), rates({"fp32": 100, "bf16": 90}), record)
+    first = runtime.resolve_precision("auto", torch.device("cpu"), rates({"fp32": 100, "bf16": 150}), record)
+    again = runtime.resolve_precision("auto", torch.device("cpu"), rates({"fp32": 100, "bf16": 90}), record)
     assert first[0] == again[0] == "bf16" and timed == ["fp32", "bf16"]
     assert again[1]["probe_images_per_s"] == {"fp32": 100, "bf16": 150} and again[1]["probe_record"] == str(record)
     stored = json.loads(record.read_text())
-    stored[f"another machine | {runner.machine_key()}"] = stored.pop(runner.machine_key())
+    stored[f"another machine | {runtime.machine_key()}"] = stored.pop(runtime.machine_key())
     record.write_text(json.dumps(stored))
-    assert runner.resolve_precision("auto", torch.device("cpu"), rates({"fp32": 100, "bf16": 90}), record)[0] == "fp32"
+    assert runtime.resolve_precision("auto", torch.device("cpu"), rates({"fp32": 100, "bf16": 90}), record)[0] == "fp32"
     assert timed == ["fp32", "bf16"] * 2
 
 
@@ -220,7 +222,7 @@ def test_provenance_names_threads_speed_flags_and_precision(cifar_root, monkeypa
     provenance = json.loads((cifar_root / "runs" / "cls" / "main" / "provenance.json").read_text())
     assert provenance["threads"] == torch.get_num_threads() and "cpu_count" not in provenance
     assert provenance["precision"] == "fp32" and provenance["channels_last"] is True
-    assert set(provenance["cpu_flags"]) <= set(runner.SPEED_FLAGS)
+    assert set(provenance["cpu_flags"]) <= set(runtime.SPEED_FLAGS)
 
 
 def test_bench_reads_a_run_written_before_newer_fields_and_prints_every_part(cifar_root, capsys, monkeypatch):
@@ -257,19 +259,17 @@ def test_bench_reads_a_run_written_before_newer_fields_and_prints_every_part(cif
 def test_an_fp16_run_resumes_with_its_own_loss_scaler_whatever_would_be_chosen_today(cifar_root, monkeypatch):
     """The first run trained in fp16 with loss scaling; on resuming, today's choice would be fp32 (no scaler).
     The stored precision must come back before the scaler, so the scaler is the stored, enabled one."""
-    from pipeline.train import cls as cls_module
-
     paths, config = Paths(cifar_root), make_config("cls", "full", [*TINY, "--epochs", "2", "--width", "4"])
-    monkeypatch.setattr(cls_module, "resolve_precision", lambda *args: ("fp16", {}))
+    monkeypatch.setattr(runner, "resolve_precision", lambda *args, **kwargs: ("fp16", {}))
     first = ClsTask(config, paths)
     interrupt_at(monkeypatch, first, 1)
     with pytest.raises(runner.PipelineError, match="--resume"):
         runner.run(first, "cls", cifar_root / "fp16")
-    stored = runner.load_checkpoint(cifar_root / "fp16" / "checkpoint.pt")["task"]
+    stored = runtime.load_checkpoint(cifar_root / "fp16" / "checkpoint.pt")["task"]
     assert stored["precision"] == "fp16" and stored["scaler"]["scale"] > 0
     stored["scaler"]["scale"] = 1234.0  # a scale no fresh scaler starts from, so only a loaded one has it
 
-    monkeypatch.setattr(cls_module, "resolve_precision", lambda *args: ("fp32", {}))
+    monkeypatch.setattr(runner, "resolve_precision", lambda *args, **kwargs: ("fp32", {}))
     resumed = ClsTask(config, paths)
     assert not resumed.scaler.is_enabled()
     resumed.load_state_dict(stored, cifar_root / "fp16" / "checkpoint.pt")
@@ -312,7 +312,8 @@ def test_recipe_options_change_what_they_name_and_nothing_else(cifar_root):
     """Each candidate of the recipe experiment, on its own: the resolution per epoch, alternating flips, cutout,
     batch-norm parameters apart, the averaged weights scored, shifted test-time views."""
     from pipeline.data.cifar10 import MEAN_PIXEL, augment
-    from pipeline.train.cls import parameter_groups, resolution_at, tta_views
+    from pipeline.train.cls import parameter_groups, resolution_at
+    from pipeline.trained import tta_views
 
     config = make_config("cls", "full", ["--epochs", "3", "--resolutions", "16,24,32"])
     assert [resolution_at(e, config) for e in range(3)] == [16, 24, 32]
@@ -357,12 +358,12 @@ def test_an_averaged_run_scores_its_averaged_weights(cifar_root):
     config = make_config("cls", "full", [*TINY, "--precision", "fp32", "--ema", "0.5", "--flip", "alternate"])
     task = ClsTask(config, paths)
     final = runner.run(task, "cls", cifar_root / "ema")
-    state = runner.load_checkpoint(cifar_root / "ema" / "checkpoint.pt")["task"]
+    state = runtime.load_checkpoint(cifar_root / "ema" / "checkpoint.pt")["task"]
     assert any(not torch.equal(state["model"][k], state["scored_model"][k]) for k in state["model"]
                if state["model"][k].is_floating_point())
     scored = ClsTask(config, paths).model
     scored.load_state_dict(state["scored_model"])
-    logits = predict_logits(scored, task.test_images, config, task.device, "fp32", config.test_tta)
+    logits = ClsPredictor(scored, config, task.device, "fp32", config.test_tta).logits(task.test_images)
     assert final["test_accuracy"] == pytest.approx((logits.argmax(1) == task.test_labels).float().mean().item())
 
 
@@ -371,7 +372,7 @@ def test_the_loss_trace_averages_windows_and_folds_a_short_last_one_into_the_one
         t = runner.LossTrace(torch.device("cpu"), first)
         for step in range(first, first + steps):
             t.add(step, torch.tensor(float(step)), 1)
-        return t.points(first + steps, runner.World())
+        return t.points(first + steps, runtime.World())
 
     assert trace(60) == [[25, 12.0], [60, 42.0]]  # steps 25-59 together: 10 leftover steps are too few alone
     assert trace(70) == [[25, 12.0], [50, 37.0], [70, 59.5]]  # 20 leftover steps stand alone

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pipeline.config import Paths, PipelineError, make_config
+from pipeline import runtime
 from pipeline.train import runner
 from pipeline.train.mt import MtTask
 from tests.conftest import interrupt_at, write_tiny_corpus
@@ -80,7 +81,7 @@ def test_a_resumed_run_reads_with_its_stored_subword_models(corpus_root, monkeyp
     from pipeline.data.translation import Tokenizer
 
     paths, config, whole = _whole_and_interrupted(corpus_root, monkeypatch)
-    stored = runner.load_checkpoint(corpus_root / "parts" / "checkpoint.pt")["task"]
+    stored = runtime.load_checkpoint(corpus_root / "parts" / "checkpoint.pt")["task"]
 
     learn = Tokenizer.train.__func__
     monkeypatch.setattr(Tokenizer, "train", classmethod(lambda cls, sentences, size: learn(cls, sentences[::2], size)))
@@ -124,7 +125,7 @@ def test_a_published_split_is_used_as_given_and_every_test_line_is_scored(corpus
 def test_a_drawn_split_written_as_three_files_reads_back_as_the_same_published_split(corpus_root, capsys):
     from pipeline.__main__ import main
     from pipeline.data.translation import Splits, write_split
-    from pipeline.train.mt import load_splits
+    from pipeline.trained import load_splits
 
     drawn, _ = load_splits(_config(corpus_root, "--seed", "3"))
     assert main(["split", str(corpus_root / "split"), "--corpus", str(corpus_root / "tiny.tsv"), "--seed", "3",
@@ -172,7 +173,7 @@ def test_averaged_weights_are_scored_kept_in_the_checkpoint_and_survive_a_resume
     runner.run(MtTask(config, paths), "mt", corpus_root / "parts", resume=True)
     for a, b in zip(_metrics(corpus_root / "whole"), _metrics(corpus_root / "parts"), strict=True):
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
-    state = runner.load_checkpoint(corpus_root / "whole" / "checkpoint.pt")["task"]
+    state = runtime.load_checkpoint(corpus_root / "whole" / "checkpoint.pt")["task"]
     assert len(state["snapshots"]) == 2
     assert all(torch.equal(state["snapshots"][-1][k].cpu(), v.cpu()) for k, v in state["model"].items())
     averaged = average_weights(state["snapshots"])
@@ -201,7 +202,7 @@ def test_the_linear_schedule_falls_to_zero_after_the_last_step_of_the_last_epoch
 
 def test_a_shared_vocabulary_is_one_subword_model_and_one_table_and_survives_loading(corpus_root):
     from pipeline.data.translation import Tokenizer
-    from pipeline.train.mt import load_trained
+    from pipeline.trained import load_trained
 
     paths = Paths(corpus_root)
     config = make_config("mt", "smoke", ["--corpus", str(corpus_root / "tiny.tsv"), "--epochs", "1",
@@ -233,20 +234,18 @@ def test_a_run_saved_before_lr_schedule_existed_reads_as_the_inverse_square_root
 def test_the_transformer_trains_and_resumes_in_the_precision_chosen_for_it(corpus_root, monkeypatch):
     """bf16 changes the training arithmetic (the losses differ from fp32's), is recorded, and a resumed run goes
     on in it whatever would be chosen today; the Transformer's probe is recorded apart from the ResNet's."""
-    from pipeline.train import mt as mt_module
-
-    assert runner.machine_key("mt") != runner.machine_key("cls")
+    assert runtime.machine_key("mt") != runtime.machine_key("cls")
     paths, config = Paths(corpus_root), _config(corpus_root)
     runner.run(MtTask(config, paths), "mt", corpus_root / "fp32")
-    monkeypatch.setattr(mt_module, "resolve_precision", lambda *args, **kwargs: ("bf16", {}))
+    monkeypatch.setattr(runner, "resolve_precision", lambda *args, **kwargs: ("bf16", {}))
     bf16 = MtTask(config, paths)
     interrupt_at(monkeypatch, bf16, 1)
     with pytest.raises(PipelineError, match="--resume"):
         runner.run(bf16, "mt", corpus_root / "bf16")
-    stored = runner.load_checkpoint(corpus_root / "bf16" / "checkpoint.pt")["task"]
+    stored = runtime.load_checkpoint(corpus_root / "bf16" / "checkpoint.pt")["task"]
     assert stored["precision"] == "bf16"
     assert _metrics(corpus_root / "bf16")[0]["train_loss"] != _metrics(corpus_root / "fp32")[0]["train_loss"]
-    monkeypatch.setattr(mt_module, "resolve_precision", lambda *args, **kwargs: ("fp32", {}))
+    monkeypatch.setattr(runner, "resolve_precision", lambda *args, **kwargs: ("fp32", {}))
     resumed = MtTask(config, paths)
     resumed.load_state_dict(stored, corpus_root / "bf16" / "checkpoint.pt")
     assert resumed.precision == "bf16"

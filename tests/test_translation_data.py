@@ -92,7 +92,7 @@ def test_length_batches_padded_tensors_stay_within_the_budget_and_cover_everythi
 
 
 def test_over_long_pairs_are_dropped_with_a_count(capsys):
-    from pipeline.train.mt import drop_long
+    from pipeline.trained import drop_long
 
     tokenizer = Tokenizer.train(["un deux trois", "one two three"] * 10, vocab_size=300)
     pairs = [("un deux", "one two"), ("un " * 40, "one"), ("deux", "two " * 41)]

@@ -16,10 +16,10 @@ from pipeline.compare import stats
 from pipeline.compare.insights import main_run_insights
 from pipeline.config import CONFIG, DECODE_SPEED, DECODING, DELETION, FINAL, MAIN_RUN, METRICS, PROVENANCE, REPO, \
     STEP_SPEED, TEST_PREDICTIONS, TRAINING_CODE, Paths, PipelineError, changed_fields, saved_config, \
-    uncommitted
+    setting_key, uncommitted
 from pipeline.scoring.bleu import paired_bleu, signature_tokenizer
 from pipeline.experiments.definitions import CHANCE, EPOCH_METRICS, FINAL_METRICS, HIGHER_IS_BETTER, Experiment, \
-    RunSpec, setting_key
+    RunSpec
 from pipeline.io import load_arrays, read_json, read_jsonl, write_json
 
 # What a run's provenance says about where and how it ran: arms that differ in any of these differ in more than

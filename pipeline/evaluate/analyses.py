@@ -3,13 +3,18 @@ plain networks) and the deletion test of Grad-CAM maps (do the salient pixels ma
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pipeline.config import Paths
+from pipeline.evaluate.gradcam import gradcam_maps
 from pipeline.io import write_json
 from pipeline.models.resnet import ResNet, make_resnet
+from pipeline.runtime import optimizer_step
+from pipeline.trained import ClsPredictor, prepare
 
 NETWORKS = {"ResNet-18 (residual)": (18, True), "ResNet-18 plain": (18, False),
             "ResNet-34 (residual)": (34, True), "ResNet-34 plain": (34, False)}
@@ -52,9 +57,7 @@ def gradient_norms(x: torch.Tensor, y: torch.Tensor, batches, steps: int, lr: fl
         init = layer_gradient_norms(model, x, y)
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
         for images, labels in cached:
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(images), labels).backward()
-            optimizer.step()
+            optimizer_step(F.cross_entropy(model(images), labels), optimizer)
         trained = layer_gradient_norms(model, x, y)
         networks[name] = [{"init": a, "trained": b} for a, b in zip(init, trained)]
     return {"networks": networks, "steps": steps, "batch": len(x), "lr": lr, "width": width,
@@ -109,6 +112,23 @@ def deletion_curves(predict, images: torch.Tensor, maps: np.ndarray, classes: to
                for name, gap in (("random_minus_salient", gap_random), ("least_minus_salient", gap_least))}
     return {"shares": SHARES.tolist(), "confidence": confidence, "images": n,
             "auc": {order: float(a.mean()) for order, a in auc.items()}, "area_between": summary}
+
+
+DELETION_IMAGES = 200  # test images in the deletion test of Grad-CAM
+
+
+def deletion_test(predictor: ClsPredictor, images: torch.Tensor, predictions: np.ndarray, path: Path,
+                  seed: int = 0) -> dict:
+    """The deletion test of Grad-CAM on a seeded sample of the test images (uint8), each explained and scored
+    for its predicted class by the predictor the test was scored with; written to `path` with the sample."""
+    limit = len(images)
+    sample = np.sort(np.random.default_rng(seed).choice(limit, size=min(DELETION_IMAGES, limit), replace=False))
+    sample_images, sample_classes = images[sample], torch.from_numpy(predictions[sample])
+    maps = gradcam_maps(predictor, sample_images, sample_classes)
+    x = prepare(sample_images, predictor.device, predictor.config.channels_last)
+    deletion = deletion_curves(predictor.probabilities, x, maps, sample_classes.to(predictor.device))
+    write_json(path, {**deletion, "index": sample.tolist()})
+    return deletion
 
 
 def run_gradient_norms(paths: Paths, config, steps: int = 30, batch: int = 64) -> dict:

@@ -7,21 +7,20 @@ import time
 import numpy as np
 import torch
 
-from pipeline.config import CHECKPOINT, DELETION, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, ClsConfig, Paths, \
-    PipelineError, config_from_dict
+from pipeline.config import DELETION, FINAL, MAIN_RUN, TARGETS, TEST_OUTPUTS, Paths, \
+    PipelineError
 from pipeline.data.cifar10 import load_cifar10
 from pipeline.evaluate import run_summary
-from pipeline.evaluate.analyses import deletion_curves
-from pipeline.evaluate.gradcam import GradCAM
+from pipeline.evaluate.analyses import deletion_test
+from pipeline.evaluate.gradcam import gradcam_maps
 from pipeline.evaluate.metrics import confusion_matrix, most_confused, per_class
 from pipeline.io import load_arrays, read_json, record_timing, save_arrays, write_json
 from pipeline.models.resnet import BasicBlock, ResNet
-from pipeline.train.cls import build_model, prepare
-from pipeline.train.runner import autocast, load_checkpoint, pick_device
+from pipeline.runtime import pick_device
+from pipeline.trained import ClsPredictor, load_resnet
 
 GRID = 16  # images per grid of correct / wrong predictions
 CAM_EXAMPLES = 4  # Grad-CAM examples of each kind, correct and wrong
-DELETION_IMAGES = 200  # test images in the deletion test of Grad-CAM
 CELL_IMAGES = 6  # test images kept per cell of the confusion matrix for the explorer, most confident first
 
 
@@ -73,28 +72,17 @@ def architecture(model: ResNet, device: torch.device) -> list[dict]:
     return rows
 
 
-def gradcam_maps(model: ResNet, images: torch.Tensor, classes: torch.Tensor, config: ClsConfig,
-                 device: torch.device) -> np.ndarray:
-    """Grad-CAM maps (N, 32, 32) of uint8 images for the given classes, over the same views the test
-    predictions averaged (the image and, with test_tta, its mirror image)."""
-    x = prepare(images, device, config.channels_last)
-    with GradCAM(model, model.cam_layer) as cam:
-        return cam(x, classes.to(device), tta_flip=config.test_tta).cpu().numpy()
-
-
 def evaluate_cls(paths: Paths, name: str = MAIN_RUN) -> dict:
     """Read runs/cls/<name>, write its eval/*.npz and site_assets/cls/metrics.json; return the metrics."""
     t0 = time.perf_counter()
     run_dir = paths.run("cls", name)
     out_dir = run_dir / "eval"
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    device = pick_device()
+    config, model, task = load_resnet(run_dir, device)  # the averaged weights, where the run averaged them
     final = read_json(run_dir / FINAL, "test result of the run (unfinished? make train-cls resumes it)")
     outputs = load_arrays(run_dir / f"{TEST_OUTPUTS}.npz")
-    config = config_from_dict("cls", checkpoint["config"])
-    device = pick_device()
-    model = build_model(config, device)
-    model.load_state_dict(checkpoint["task"].get("scored_model", checkpoint["task"]["model"]))  # averaged weights if any
-    classes = checkpoint["task"]["classes"]
+    predictor = ClsPredictor(model, config, device, task.get("precision", "fp32"), config.test_tta)
+    classes = task["classes"]
 
     data = load_cifar10(paths.data, strict_counts=config.train_limit == 0 and config.test_limit == 0)
     logits, labels = outputs["logits"], outputs["labels"]
@@ -122,26 +110,9 @@ def evaluate_cls(paths: Paths, name: str = MAIN_RUN) -> dict:
     cam_idx = np.concatenate([chosen["correct"][:CAM_EXAMPLES], chosen["wrong"][:CAM_EXAMPLES]])
     save_arrays(out_dir / "gradcam.npz", images=images[cam_idx].numpy(), labels=labels[cam_idx],
                 predictions=predictions[cam_idx], confidence=confidence[cam_idx], index=cam_idx,
-                cam_predicted=gradcam_maps(model, images[cam_idx], torch.from_numpy(predictions[cam_idx]),
-                                           config, device),
-                cam_true=gradcam_maps(model, images[cam_idx], torch.from_numpy(labels[cam_idx]), config, device))
-
-    # The deletion test of Grad-CAM: a seeded sample of test images, their maps for the predicted class.
-    sample = np.sort(np.random.default_rng(SEED).choice(limit, size=min(DELETION_IMAGES, limit), replace=False))
-    sample_images, sample_classes = images[sample], torch.from_numpy(predictions[sample])
-    maps = gradcam_maps(model, sample_images, sample_classes, config, device)
-    precision = checkpoint["task"].get("precision", "fp32")
-
-    def probabilities(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), autocast(device, precision):
-            logits = model(x).float()
-            if config.test_tta:
-                logits = (logits + model(x.flip(3)).float()) / 2
-        return logits.softmax(1)
-
-    x = prepare(sample_images, device, config.channels_last)
-    deletion = deletion_curves(probabilities, x, maps, sample_classes.to(device))
-    write_json(paths.analysis(DELETION), {**deletion, "index": sample.tolist()})
+                cam_predicted=gradcam_maps(predictor, images[cam_idx], torch.from_numpy(predictions[cam_idx])),
+                cam_true=gradcam_maps(predictor, images[cam_idx], torch.from_numpy(labels[cam_idx])))
+    deletion = deletion_test(predictor, images, predictions, paths.analysis(DELETION), SEED)
 
     confusion = confusion_matrix(labels, predictions, len(classes))
     wrong = predictions != labels

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import CHECKPOINT, DECODING, PipelineError
+from pipeline.config import CHECKPOINT, DECODING, PipelineError, setting_key
 from pipeline.data.translation import with_all_references
-from pipeline.experiments.definitions import setting_key
 from pipeline.io import read_json, write_json
 from pipeline.scoring.bleu import bleu_tokenizer, corpus_bleu
 from pipeline.scoring.decode import translate
-from pipeline.train.mt import drop_long, load_splits, load_trained
-from pipeline.train.runner import progress, provenance
+from pipeline.trained import drop_long, load_splits, load_trained
+from pipeline.runtime import progress, provenance
 
 
 def decoded_settings(run_dir: Path) -> set[str]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pipeline.trained import ClsPredictor, prepare
 
 
 class GradCAM:
@@ -48,15 +51,24 @@ class GradCAM:
         self.model.zero_grad(set_to_none=True)
         return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0].detach()
 
-    def __call__(self, x: torch.Tensor, classes: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, classes: torch.Tensor, predictor: ClsPredictor | None = None) -> torch.Tensor:
         """Maps for normalised images (B, 3, H, W) and one class per image, upsampled to (B, H, W), in [0, 1].
 
-        With tta_flip the prediction being explained is the mean of the image's and its mirror image's
-        logits, so the map is the mean of both views' maps, the mirror's flipped back."""
+        With a predictor, the prediction being explained is the mean of the logits of its views (the mirror
+        image, shifted copies), so the map is the mean of every view's map, each moved back into the image's
+        frame (ClsPredictor.unview)."""
         self.model.eval()
-        cam = self._raw(x, classes)
-        if tta_flip:
-            cam = (cam + self._raw(x.flip(3), classes).flip(-1)) / 2
+        views = predictor.views(x) if predictor is not None else [x]
+        cam = sum(self._raw(v, classes) if predictor is None else predictor.unview(self._raw(v, classes), i)
+                  for i, v in enumerate(views)) / len(views)
         low = cam.flatten(1).min(1).values[:, None, None]
         high = cam.flatten(1).max(1).values[:, None, None]
         return (cam - low) / (high - low + 1e-7)
+
+
+def gradcam_maps(predictor: ClsPredictor, images: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
+    """Grad-CAM maps (N, 32, 32) of uint8 images for the given classes, over the views the predictor averages
+    (the ones its test scores averaged); the gradients are taken in fp32."""
+    x = prepare(images, predictor.device, predictor.config.channels_last)
+    with GradCAM(predictor.model, predictor.model.cam_layer) as cam:
+        return cam(x, classes.to(predictor.device), predictor).cpu().numpy()

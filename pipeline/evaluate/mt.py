@@ -15,7 +15,7 @@ from pipeline.scoring.bleu import bleu_tokenizer, corpus_scores, decode_cases, p
     signature_tokenizer, words
 from pipeline.io import read_json, record_timing, save_arrays, write_json
 from pipeline.models.transformer import Transformer, causal_mask, padding_mask, target_mask
-from pipeline.train.mt import load_trained
+from pipeline.trained import load_trained
 
 ATTENTION_PER_CASE = 2  # test sentences per case (best, typical, worst) whose attention is kept
 ATTENTION_WORDS = (3, 12)  # source length (words) of those sentences: long enough to show, short enough to read

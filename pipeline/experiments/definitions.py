@@ -29,12 +29,6 @@ HIGHER_IS_BETTER = {"test_accuracy": True, "val_accuracy": True, "train_accuracy
                     "test_ter": False, "test_loss": False, "val_loss": False, "train_loss": False}
 
 
-def setting_key(beam_size: int, length_penalty: float) -> str:
-    """How a decoding setting is named in files and on pages (beam size 0 is greedy decoding, which has no
-    length penalty)."""
-    return "greedy" if beam_size == 0 else f"beam {beam_size}, alpha {length_penalty:g}"
-
-
 def decoding_setting(beam_size: int, length_penalty: float) -> tuple[int, float]:
     """A (beam size, length penalty) pair as the grid holds it: greedy decoding (beam size 0) has no length
     penalty, so every greedy pair is (0, 0.0)."""

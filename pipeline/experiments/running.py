@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-from pipeline.config import FINAL, Paths
-from pipeline.experiments.definitions import Experiment, setting_key
+from pipeline.config import FINAL, Paths, setting_key
+from pipeline.experiments.definitions import Experiment
+
 
 
 def train_missing(paths: Paths, experiments: list[Experiment]) -> None:

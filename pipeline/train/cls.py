@@ -9,14 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import TEST_OUTPUTS, TEST_PREDICTIONS, ClsConfig, Paths, PipelineError
-from pipeline.data.cifar10 import augment, load_cifar10, normalize, split_train_val
+from pipeline.data.cifar10 import augment, load_cifar10, split_train_val
 from pipeline.io import save_arrays
-from pipeline.models.resnet import ResNet, make_resnet
+from pipeline.models.resnet import ResNet
 from pipeline.train import distributed
-from pipeline.train.runner import (
-    LossTrace, autocast, epoch_generator, loss_scaler, pick_device, progress, resolve_precision, seed_everything,
-    steps_per_second,
-)
+from pipeline.runtime import autocast, loss_scaler, optimizer_step, progress, seed_everything, steps_per_second
+from pipeline.train.runner import LossTrace, Task, epoch_generator
+from pipeline.trained import ClsPredictor, build_resnet, prepare
 
 
 def lr_at(step: int, total_steps: int, peak: float, warmup_frac: float) -> float:
@@ -32,44 +31,6 @@ def resolution_at(epoch: int, config: ClsConfig) -> int:
     if config.resolutions:
         return int(config.resolutions.split(",")[epoch])
     return config.low_res if epoch < config.low_res_epochs else 32
-
-
-def tta_views(x: torch.Tensor, flip: bool, translate: int) -> list[torch.Tensor]:
-    """The views test-time augmentation averages: the image, shifted by `translate` pixels up-left and
-    down-right (reflection at the border) when asked, and each view's mirror image when `flip`."""
-    views = [x]
-    if translate:
-        padded = F.pad(x, (translate,) * 4, mode="reflect")
-        side = x.shape[-1]
-        views += [padded[..., :side, :side], padded[..., 2 * translate:, 2 * translate:]]
-    return views + [v.flip(3) for v in views] if flip else views
-
-
-def prepare(images: torch.Tensor, device: torch.device, channels_last: bool, size: int = 32) -> torch.Tensor:
-    """uint8 batch -> normalised float on the device, scaled to size x size, in the model's memory format."""
-    x = normalize(images.to(device, non_blocking=True))
-    if size != x.shape[-1]:
-        if x.device.type == "mps":  # no antialiased bilinear kernel on MPS in older torch: box filter instead
-            x = F.interpolate(x, size=(size, size), mode="area")
-        else:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-@torch.no_grad()
-def predict_logits(model: ResNet, images: torch.Tensor, config: ClsConfig, device: torch.device, precision: str,
-                   tta: bool, translate: int = 0) -> torch.Tensor:
-    """Logits (N, 10) in float32 on the CPU for uint8 images (N, 3, 32, 32), in order; with `tta`, the mean of
-    each image's logits and its mirror image's, and of shifted copies when `translate` (tta_views)."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), config.eval_batch_size):
-        x = prepare(images[start:start + config.eval_batch_size], device, config.channels_last)
-        with autocast(device, precision):
-            views = tta_views(x, tta, translate if tta else 0)
-            logits = torch.stack([model(v).float() for v in views]).mean(0)
-        out.append(logits.cpu())
-    return torch.cat(out) if out else torch.empty(0, 10)
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -93,31 +54,19 @@ def parameter_groups(model: ResNet, config: ClsConfig) -> list[dict]:
              "lr_scale": config.bn_lr_scale}]
 
 
-def build_model(config: ClsConfig, device: torch.device) -> ResNet:
-    model = make_resnet(config.depth, config.shortcuts, width=config.width, projection=config.projection_shortcuts,
-                        identity_start=config.identity_start).to(device)
-    return model.to(memory_format=torch.channels_last) if config.channels_last else model
-
-
 REPORT_EVERY = 20  # steps between progress-bar readings of the running loss (each one waits for the device)
 PROBE_BATCH, PROBE_STEPS = 64, 3  # the precision probe: images per step, timed steps per precision
 
 
-class ClsTask:
+class ClsTask(Task):
     """ResNet-18 on CIFAR-10, as the shared epoch loop drives it."""
 
     def __init__(self, config: ClsConfig, paths: Paths):
-        self.config = config
-        self.world = distributed.init(config.device, config.collective_timeout_s)
+        super().__init__(config)
         if config.batch_size % self.world.size:
             raise PipelineError(f"--batch_size {config.batch_size} is the global batch of all "
                                 f"{self.world.size} processes and must divide evenly among them.")
-        self.device = pick_device(config.device, self.world)
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        # Every rank must train in the same precision: rank 0 probes, the others take its answer.
-        self.precision, self.precision_probe = distributed.from_rank0(
-            lambda: resolve_precision(config.precision, self.device, self._probe_rate), self.world)
+        self.choose_precision("cls")
         seed_everything(config.seed)
         data = load_cifar10(paths.data, strict_counts=config.train_limit == 0 and config.test_limit == 0)
         train_idx, val_idx = split_train_val(len(data.train_labels), config.val_size, config.seed)
@@ -138,7 +87,7 @@ class ClsTask:
         self.test_images, self.test_labels = data.test_images[:limit], data.test_labels[:limit]
         self.classes = data.classes
 
-        self.model = build_model(config, self.device)
+        self.model = build_resnet(config, self.device)
         # Under torchrun, DDP averages the gradients; each rank's BatchNorm normalises its own share of the
         # batch, and rank 0's running statistics are broadcast to the others at every step.
         self.net = distributed.wrap(self.model, self.world)
@@ -151,16 +100,14 @@ class ClsTask:
         # Alternating flips: each image's side in the first epoch, the other side in every next one.
         self.first_flips = (torch.rand(len(train_idx), generator=torch.Generator().manual_seed(config.seed)) < 0.5
                             ).to(self.device) if config.flip == "alternate" else None
-        self.scaler = loss_scaler(self.device, self.precision)
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.step = 0
 
     def _probe_rate(self, precision: str) -> float:
         """Training images/s of a throwaway ResNet-18 at 32 px in `precision`, on random data; the run's
         random streams are left untouched."""
         batch = min(self.config.batch_size, PROBE_BATCH)
         with torch.random.fork_rng(devices=[]):
-            model = build_model(self.config, self.device)
+            model = build_resnet(self.config, self.device)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
             x = torch.randn(batch, 3, 32, 32, device=self.device)
             x = x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
@@ -169,9 +116,7 @@ class ClsTask:
             def step():
                 with autocast(self.device, precision):
                     loss = F.cross_entropy(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                optimizer_step(loss, optimizer, loss_scaler(self.device, precision))
 
             return batch * steps_per_second(step, PROBE_STEPS, device=self.device)
 
@@ -196,15 +141,10 @@ class ClsTask:
                 x = prepare(images, self.device, config.channels_last, size)
                 y = distributed.local_share(self.train_labels[idx], self.world)
                 lr = lr_at(self.step, self.total_steps, config.lr, config.warmup_frac)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 with autocast(self.device, self.precision):
                     logits = self.net(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                self.update(loss, lr)
                 if self.ema is not None:
                     self.ema.update_parameters(self.model)
                 trace.add(self.step, loss.detach() * len(y), len(y))
@@ -235,10 +175,12 @@ class ClsTask:
         """What validation, the test and evaluation score: the averaged weights when there are any."""
         return self.model if self.ema is None else self.ema.module
 
+    def predictor(self, tta: bool) -> ClsPredictor:
+        """What validation and the test score: on rank 0 alone, the plain module (no DDP hooks)."""
+        return ClsPredictor(self.scored_model, self.config, self.device, self.precision, tta)
+
     def _predict(self, images: torch.Tensor, tta: bool) -> torch.Tensor:
-        """Validation and test run on rank 0 alone, on the plain module (no DDP hooks)."""
-        return predict_logits(self.scored_model, images, self.config, self.device, self.precision, tta,
-                              self.config.tta_translate)
+        return self.predictor(tta).logits(images)
 
     def evaluate(self) -> dict:
         if not len(self.val_labels):
@@ -267,11 +209,7 @@ class ClsTask:
         }
 
     def load_state_dict(self, state: dict, checkpoint: Path) -> None:
-        # The stored precision first, and the scaler made for it: an fp16 run keeps its loss scale, whatever
-        # precision would be chosen today.
-        self.precision = state["precision"]
-        self.scaler = loss_scaler(self.device, self.precision)
-        self.scaler.load_state_dict(state["scaler"])
+        self.restore_precision(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:

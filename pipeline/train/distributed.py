@@ -5,26 +5,12 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from pipeline.runtime import World
 
-
-@dataclass(frozen=True)
-class World:
-    rank: int = 0  # this process, 0 .. size - 1; rank 0 writes every file and prints
-    size: int = 1
-    local_rank: int = 0  # this process on its machine: its GPU index
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.size > 1
 
 
 def init(device_request: str, timeout_s: int = 1800) -> World:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import time
@@ -11,20 +10,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import CHECKPOINT, TEST_OUTPUTS, TEST_PREDICTIONS, MtConfig, Paths, PipelineError, config_from_dict
+from pipeline.config import TEST_OUTPUTS, TEST_PREDICTIONS, MtConfig, Paths, PipelineError
 from pipeline.data.translation import (
-    PAD_ID, Splits, Tokenizer, corpus_path, file_sha256, length_batches, load_pairs, pad_batch, published_files,
-    read_published, split_fingerprint, split_overlap, split_pairs, with_all_references,
+    PAD_ID, Tokenizer, length_batches, pad_batch, split_overlap, with_all_references,
 )
 from pipeline.scoring.bleu import bleu_tokenizer, corpus_bleu, test_scores
 from pipeline.scoring.decode import translate
 from pipeline.io import write_json
-from pipeline.models.transformer import Transformer, make_transformer
+from pipeline.models.transformer import Transformer
 from pipeline.train import distributed
-from pipeline.train.runner import (
-    LossTrace, autocast, epoch_generator, load_checkpoint, loss_scaler, pick_device, progress, resolve_precision,
-    seed_everything, steps_per_second,
-)
+from pipeline.runtime import autocast, loss_scaler, optimizer_step, progress, seed_everything, \
+    steps_per_second
+from pipeline.train.runner import LossTrace, Task, epoch_generator
+from pipeline.trained import build_transformer, check_fingerprints, drop_long, load_splits
 
 
 def lr_at(step: int, warmup_steps: int, peak: float, schedule: str, total_steps: int) -> float:
@@ -37,56 +35,12 @@ def lr_at(step: int, warmup_steps: int, peak: float, schedule: str, total_steps:
     return peak * min(step / warmup_steps, math.sqrt(warmup_steps / step))
 
 
-def build_model(config: MtConfig, src_vocab: int, tgt_vocab: int, device: torch.device) -> Transformer:
-    return make_transformer(src_vocab, tgt_vocab, config.d_model, config.heads, config.layers, config.d_ff,
-                            config.dropout, config.tie_embeddings,
-                            max_positions=max(config.max_tokens, config.max_len) + 2, causal=config.causal_mask,
-                            mask_source_padding=config.source_padding_mask,
-                            shared_embeddings=config.shared_vocab).to(device)
-
-
 def sequence_loss(model: Transformer, src: torch.Tensor, tgt: torch.Tensor, label_smoothing: float,
                   reduction: str = "mean") -> torch.Tensor:
     """Label-smoothed cross-entropy of the next target token, padding ignored: mean or sum over tokens."""
     logits = model(src, tgt[:, :-1])  # (B, T-1, vocab)
     return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD_ID,
                            label_smoothing=label_smoothing, reduction=reduction)
-
-
-def load_splits(config: MtConfig) -> tuple[Splits, dict]:
-    """The run's train / validation / test pairs (a published split as given, or one drawn here), and the
-    fingerprints that identify them."""
-    files = published_files(config.corpus, config.valid_corpus, config.test_corpus)
-    if files:
-        splits = read_published(files)
-        digest = hashlib.sha256("".join(file_sha256(files[k]) for k in ("train", "valid", "test")).encode())
-        corpus_sha256 = digest.hexdigest()
-    else:
-        splits = split_pairs(load_pairs(config.corpus, config.corpus_limit), config.val_frac, config.test_frac,
-                             config.seed)
-        corpus_sha256 = file_sha256(corpus_path(config.corpus))
-    return splits, {"corpus_sha256": corpus_sha256, "split_fingerprint": split_fingerprint(splits)}
-
-
-def drop_long(pairs: list[tuple[str, str]], src: Tokenizer, tgt: Tokenizer, max_tokens: int,
-              what: str) -> list[tuple[str, str]]:
-    """The pairs whose sides both fit in max_tokens subword tokens; how many did not is printed."""
-    kept = [(s, t) for s, t in pairs if len(src.encode(s)) <= max_tokens and len(tgt.encode(t)) <= max_tokens]
-    if len(kept) < len(pairs):
-        print(f"note: dropped {len(pairs) - len(kept)} of {len(pairs)} {what} pairs with a side longer than "
-              f"max_tokens = {max_tokens} subword tokens.")
-    return kept
-
-
-def check_fingerprints(saved: dict, current: dict, checkpoint: Path, corpus: str) -> None:
-    """Refuse to go on with a corpus or split other than the one the checkpoint was trained on."""
-    for key, what in (("corpus_sha256", "corpus file"), ("split_fingerprint", "split of the corpus")):
-        if saved.get(key) != current[key]:
-            raise PipelineError(
-                f"{checkpoint} was trained on a {what} with {key} {saved.get(key)}, but {corpus_path(corpus)} now "
-                f"gives {current[key]}: its test sentences may have been seen in training. Restore that corpus, "
-                "or train a new run on this one."
-            )
 
 
 REPORT_EVERY = 20  # steps between progress-bar readings of the running loss (each one waits for the device)
@@ -98,32 +52,14 @@ def average_weights(states: list[dict]) -> dict:
             for k, v in states[-1].items()}
 
 
-def load_trained(run_dir: Path, device: torch.device) -> tuple[MtConfig, Transformer, Tokenizer, Tokenizer]:
-    """A finished run's config, the model it was scored with (in eval mode, on device; averaged weights where
-    the run averaged them) and its stored subword models, after checking that its corpus is the one it was
-    trained on."""
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT)
-    config = config_from_dict("mt", checkpoint["config"])
-    _, fingerprints = load_splits(config)
-    check_fingerprints(checkpoint["task"], fingerprints, run_dir / CHECKPOINT, config.corpus)
-    src_tok, tgt_tok = Tokenizer(checkpoint["task"]["src_tokenizer"]), Tokenizer(checkpoint["task"]["tgt_tokenizer"])
-    model = build_model(config, len(src_tok), len(tgt_tok), device)
-    model.load_state_dict(checkpoint["task"].get("scored_model", checkpoint["task"]["model"]))
-    return config, model.eval(), src_tok, tgt_tok
-
-
 PROBE_STEPS = 8  # the precision probe: timed training steps per precision, on the run's first batches
 
 
-class MtTask:
+class MtTask(Task):
     """The Transformer on a translation corpus, as the shared epoch loop drives it."""
 
     def __init__(self, config: MtConfig, paths: Paths):
-        self.config = config
-        self.world = distributed.init(config.device, config.collective_timeout_s)
-        self.device = pick_device(config.device, self.world)
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        super().__init__(config)
         seed_everything(config.seed)
         self.bleu_tokenize, note = bleu_tokenizer(config.tgt_lang)  # sacrebleu's choice for the target's script
         if note and self.world.main:
@@ -136,18 +72,14 @@ class MtTask:
             self._use_tokenizers(shared, shared)
         else:
             self._use_tokenizers(Tokenizer.train(sources, config.vocab_size), Tokenizer.train(targets, config.vocab_size))
-        # Every rank must train in the same precision: rank 0 probes, the others take its answer.
-        self.precision, self.precision_probe = distributed.from_rank0(
-            lambda: resolve_precision(config.precision, self.device, self._probe_rate, model="mt"), self.world)
-        self.scaler = loss_scaler(self.device, self.precision)
-        self.step = 0
+        self.choose_precision("mt")  # after the tokenizers: the probe times the run's first batches
 
     def _probe_rate(self, precision: str) -> float:
         """Training tokens/s of a throwaway copy of the network in `precision`, on the first batches of the run's
         first epoch; the run's random streams are left untouched."""
         batches = [self._tensors([self.train_ids[i] for i in b]) for b in self._batches(0)[:PROBE_STEPS]]
         with torch.random.fork_rng(devices=[]):
-            model = build_model(self.config, len(self.src_tok), len(self.tgt_tok), self.device)
+            model = build_transformer(self.config, len(self.src_tok), len(self.tgt_tok), self.device)
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
             # Each batch once untimed (bf16 kernels are made for each new shape on first use), then timed.
             feed = itertools.cycle(batches)
@@ -156,9 +88,7 @@ class MtTask:
                 src, tgt = next(feed)
                 with autocast(self.device, precision):
                     loss = sequence_loss(model, src, tgt, self.config.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                optimizer_step(loss, optimizer, loss_scaler(self.device, precision))
 
             tokens = sum(src.numel() + tgt.numel() for src, tgt in batches)
             return tokens / len(batches) * steps_per_second(step, len(batches), len(batches), self.device)
@@ -184,7 +114,7 @@ class MtTask:
         # each source once, against all of its targets.
         self.test_sources, self.test_references = ([s for s, _ in splits.test], [[t] for _, t in splits.test]) \
             if splits.published else with_all_references(splits.test)
-        self.model = build_model(config, len(self.src_tok), len(self.tgt_tok), self.device)
+        self.model = build_transformer(config, len(self.src_tok), len(self.tgt_tok), self.device)
         self.net = distributed.wrap(self.model, self.world)  # DDP under torchrun: gradients averaged over ranks
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-9,
                                           fused=self.device.type in ("cpu", "cuda"))  # one kernel for all weights
@@ -219,19 +149,11 @@ class MtTask:
                 weight = 1.0 if share else 0.0
                 src, tgt = self._tensors([self.train_ids[i] for i in share or batch[:1]])
                 lr = lr_at(self.step, config.warmup_steps, config.lr, config.lr_schedule, self.total_steps)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
                 # Summed over this rank's tokens and divided by the whole batch's: after DDP averages the
                 # ranks' gradients, the step is that of the mean over every token of the batch.
                 with autocast(self.device, self.precision):
                     local_sum = sequence_loss(self.net, src, tgt, config.label_smoothing, reduction="sum") * weight
-                loss = local_sum * (self.world.size / n)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                self.update(local_sum * (self.world.size / n), lr, config.clip_norm)
                 trace.add(self.step, local_sum, n / self.world.size)  # n counts the whole batch's tokens
                 self.step += 1
                 loss_sum += local_sum.detach()
@@ -256,7 +178,7 @@ class MtTask:
             return
         self.snapshots = [*self.snapshots, {k: v.detach().to("cpu", copy=True) for k, v in
                                             self.model.state_dict().items()}][-self.config.average_last:]
-        self.scored_model = build_model(self.config, len(self.src_tok), len(self.tgt_tok), self.device)
+        self.scored_model = build_transformer(self.config, len(self.src_tok), len(self.tgt_tok), self.device)
         self.scored_model.load_state_dict(average_weights(self.snapshots))
 
     def _translate(self, sources: list[str], beam_size: int = 0, batch_size: int = 128) -> list[str]:
@@ -324,12 +246,7 @@ class MtTask:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
-        # The stored precision, and the scaler made for it: a resumed run goes on in the arithmetic it began in
-        # (a checkpoint from before the Transformer had a precision trained in fp32).
-        self.precision = state.get("precision", "fp32")
-        self.scaler = loss_scaler(self.device, self.precision)
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        self.restore_precision(state)
         if state.get("snapshots"):
             self.snapshots = state["snapshots"][:-1]
             self._average()  # the last snapshot is the model's own weights, just loaded
