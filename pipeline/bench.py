@@ -273,7 +273,8 @@ def bench(model: str, config, run_dir: Path, paths: Paths, speed_only: bool = Fa
         print(f"test BLEU {final['test_bleu']:.2f} ± {final['test_bleu_ci95']}  ({final['bleu_signature']})")
         print(f"test chrF {final['test_chrf']:.2f}  ({final['chrf_signature']})")
         print(f"test TER  {final['test_ter']:.2f}  ({final['ter_signature']})")
-        print(f"test BLEU on lower-cased text {final['test_bleu_lowercase']:.2f}  ({final['bleu_lowercase_signature']})")
+        print(f"test BLEU on lower-cased text {final['test_bleu_lowercase']:.2f}  "
+              f"({final['bleu_lowercase_signature']})")
         print(f"greedy BLEU {final['test_greedy_bleu']:.2f}; beam {config.beam_size} is what the scores above use")
         print(f"\ntiming beam search ({config.beam_size}) over the {final['test_sentences']} test sentences, batched "
               "and one sentence at a time ...")

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import difflib
-import inspect
-import io
 import os
 import re
-import tokenize
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -120,87 +115,140 @@ class Targets:
 TARGETS = Targets()
 
 
+def option(default, meaning: str):
+    """A config field: its default and what it means (units included), which `--help`, the README's table of
+    options and the reproducibility page show."""
+    return dataclasses.field(default=default, metadata={"meaning": meaning})
+
+
 @dataclass(frozen=True)
 class ClsConfig:
     """ResNet-18 on CIFAR-10."""
 
-    seed: int = 0  # seeds the split, the initial weights and every epoch's order and augmentation
-    device: str = "auto"  # auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps
-    epochs: int = 6  # passes over the training images
-    batch_size: int = 128  # images per optimiser step
-    eval_batch_size: int = 500  # images per forward pass when scoring
-    lr: float = 0.6  # peak learning rate of the one-cycle schedule
-    warmup_frac: float = 0.2  # share of all steps spent rising to the peak
-    momentum: float = 0.9  # Nesterov momentum
-    weight_decay: float = 5e-4  # L2 penalty on every weight, per step
-    label_smoothing: float = 0.1  # probability mass spread evenly over all classes in the training loss
-    val_size: int = 5000  # training images held out for the validation curves (0 = none)
-    train_limit: int = 0  # use only this many training images (0 = all); for smoke runs
-    test_limit: int = 0  # score only this many test images (0 = all); for smoke runs
-    crop_padding: int = 2  # pixels of reflection padding before the random 32-pixel crop
-    low_res: int = 20  # with resolutions empty: side (pixels) the images are scaled to in the first low_res_epochs
-    low_res_epochs: int = 3  # with resolutions empty: epochs trained on images scaled to low_res pixels
-    resolutions: str = "16,16,20,24,32,32"  # image side per epoch, comma-separated (progressive resizing); with another --epochs and no --resolutions, this ramp is spread over them; empty: low_res for low_res_epochs, then 32
-    flip: str = "random"  # training mirror images: "random" (each image, each epoch, a coin) or "alternate" (a coin in the first epoch, then the other side every next epoch)
-    cutout: int = 0  # side (pixels) of a square of each training image set to the mean (0 = none)
-    bn_weight_decay: bool = False  # weight decay on batch-norm weights and biases too; false spares them
-    bn_lr_scale: float = 4.0  # learning rate of batch-norm weights and biases, as a multiple of lr
-    ema: float = 0.0  # decay per step of an exponential moving average of the weights, which validation and the test then score (0 = none)
-    val_tta: bool = False  # validation also scores each image's mirror image (a second forward pass)
-    test_tta: bool = True  # test scores average the logits of each image and its mirror image
-    tta_translate: int = 0  # flip-averaged scoring (test_tta, val_tta) also averages copies shifted by this many pixels up-left and down-right
-    shortcuts: bool = True  # the residual connection of every block; false gives the plain network
-    depth: int = 18  # 18 or 34 layers (BasicBlocks per stage 2-2-2-2 or 3-4-6-3)
-    width: int = 64  # channels of the first stage, doubled in each of the next three (64: the standard ResNet)
-    projection_shortcuts: bool = True  # 1x1 convolution shortcuts where the shape changes; false: parameter-free zero-padded ones, so a plain network has the same weights
-    identity_start: bool = True  # zero the last batch norm of every residual block, so each starts as its shortcut (plain blocks have none)
-    channels_last: bool = True  # NHWC memory format for images and convolution weights
-    precision: str = "auto"  # auto (on the CPU bf16 where a probe finds it faster, else fp32; fp16 on CUDA), bf16, fp16 or fp32
-    threads: int = 0  # torch intra-op threads (0 = torch's default)
-    collective_timeout_s: int = 1800  # under torchrun: seconds the other ranks wait (while rank 0 validates and tests) before the run stops with an error
+    seed: int = option(0, "seeds the split, the initial weights and every epoch's order and augmentation")
+    device: str = option("auto", "auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps")
+    epochs: int = option(6, "passes over the training images")
+    batch_size: int = option(128, "images per optimiser step")
+    eval_batch_size: int = option(500, "images per forward pass when scoring")
+    lr: float = option(0.6, "peak learning rate of the one-cycle schedule")
+    warmup_frac: float = option(0.2, "share of all steps spent rising to the peak")
+    momentum: float = option(0.9, "Nesterov momentum")
+    weight_decay: float = option(5e-4, "L2 penalty on every weight, per step")
+    label_smoothing: float = option(0.1, "probability mass spread evenly over all classes in the training loss")
+    val_size: int = option(5000, "training images held out for the validation curves (0 = none)")
+    train_limit: int = option(0, "use only this many training images (0 = all); for smoke runs")
+    test_limit: int = option(0, "score only this many test images (0 = all); for smoke runs")
+    crop_padding: int = option(2, "pixels of reflection padding before the random 32-pixel crop")
+    low_res: int = option(
+        20,
+        "with resolutions empty: side (pixels) the images are scaled to in the first low_res_epochs")
+    low_res_epochs: int = option(3, "with resolutions empty: epochs trained on images scaled to low_res pixels")
+    resolutions: str = option(
+        "16,16,20,24,32,32",
+        "image side per epoch, comma-separated (progressive resizing); with another --epochs and no --resolutions, "
+        "this ramp is spread over them; empty: low_res for low_res_epochs, then 32")
+    flip: str = option(
+        "random",
+        'training mirror images: "random" (each image, each epoch, a coin) or "alternate" (a coin in the first '
+        'epoch, then the other side every next epoch)')
+    cutout: int = option(0, "side (pixels) of a square of each training image set to the mean (0 = none)")
+    bn_weight_decay: bool = option(False, "weight decay on batch-norm weights and biases too; false spares them")
+    bn_lr_scale: float = option(4.0, "learning rate of batch-norm weights and biases, as a multiple of lr")
+    ema: float = option(
+        0.0,
+        "decay per step of an exponential moving average of the weights, which validation and the test then score (0 "
+        "= none)")
+    val_tta: bool = option(False, "validation also scores each image's mirror image (a second forward pass)")
+    test_tta: bool = option(True, "test scores average the logits of each image and its mirror image")
+    tta_translate: int = option(
+        0,
+        "flip-averaged scoring (test_tta, val_tta) also averages copies shifted by this many pixels up-left and "
+        "down-right")
+    shortcuts: bool = option(True, "the residual connection of every block; false gives the plain network")
+    depth: int = option(18, "18 or 34 layers (BasicBlocks per stage 2-2-2-2 or 3-4-6-3)")
+    width: int = option(64, "channels of the first stage, doubled in each of the next three (64: the standard ResNet)")
+    projection_shortcuts: bool = option(
+        True,
+        "1x1 convolution shortcuts where the shape changes; false: parameter-free zero-padded ones, so a plain "
+        "network has the same weights")
+    identity_start: bool = option(
+        True,
+        "zero the last batch norm of every residual block, so each starts as its shortcut (plain blocks have none)")
+    channels_last: bool = option(True, "NHWC memory format for images and convolution weights")
+    precision: str = option(
+        "auto",
+        "auto (on the CPU bf16 where a probe finds it faster, else fp32; fp16 on CUDA), bf16, fp16 or fp32")
+    threads: int = option(0, "torch intra-op threads (0 = torch's default)")
+    collective_timeout_s: int = option(
+        1800,
+        "under torchrun: seconds the other ranks wait (while rank 0 validates and tests) before the run stops with an"
+        " error")
 
 
 @dataclass(frozen=True)
 class MtConfig:
     """Transformer encoder-decoder on translation: toy French->English by default."""
 
-    seed: int = 0  # seeds the split, the initial weights and every epoch's batches
-    device: str = "auto"  # auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps
-    corpus: str = "toy"  # "toy" (~12k pairs), "short" (~132k pairs), "long" (the other ~35k pairs, of longer sentences), the path of a UTF-8 file of tab-separated pairs, or a folder holding a published split (train.tsv, valid.tsv or dev.tsv, test.tsv)
-    valid_corpus: str = ""  # with test_corpus: a published split's validation file (--corpus is then its training file)
-    test_corpus: str = ""  # a published split's test file, scored as given: every line, nothing filtered
-    src_lang: str = "French"  # the source language's name, as the pages show it
-    tgt_lang: str = "English"  # the target language's name, as the pages show it
-    corpus_limit: int = 0  # keep only this many pairs after filtering (0 = all); for smoke runs
-    vocab_size: int = 4000  # subword pieces per language, learnt on the training split (fewer if it is small)
-    shared_vocab: bool = False  # one subword model of vocab_size pieces learnt on both languages, whose one embedding table the source, the target and the output layer share
-    max_tokens: int = 64  # pairs with a side longer than this many subword tokens are dropped when loaded
-    val_frac: float = 0.05  # share of the pairs (whole sentence groups) in the validation split
-    test_frac: float = 0.05  # share of the pairs (whole sentence groups) in the test split
-    d_model: int = 256  # width of every token representation
-    heads: int = 4  # attention heads per layer (d_model must divide by it)
-    layers: int = 3  # encoder layers = decoder layers
-    d_ff: int = 512  # hidden width of the feed-forward sublayers
-    dropout: float = 0.1  # dropout probability after attention, feed-forward and embeddings
-    tie_embeddings: bool = True  # share target embedding and generator weights
-    causal_mask: bool = True  # decoder self-attention sees earlier positions only; false also shows it the future
-    source_padding_mask: bool = True  # attention never looks at source padding; false lets it
-    epochs: int = 24  # passes over the training pairs
-    tokens_per_batch: int = 2048  # padded source + target tokens per batch
-    lr: float = 1e-3  # peak learning rate after warm-up
-    warmup_steps: int = 100  # optimiser steps of linear warm-up; an epoch of the toy task is about 120
-    lr_schedule: str = "linear"  # after warm-up: "linear" (a straight line down to zero after the last step) or "inverse_sqrt" (decay with one over the square root of the step, never reaching zero; the default until confirm-schedule-mt)
-    precision: str = "auto"  # training arithmetic: auto (on the CPU bf16 where a probe finds it faster, else fp32; fp16 on CUDA), bf16, fp16 or fp32; validation and decoding always run in fp32
-    label_smoothing: float = 0.1  # probability mass spread evenly over the vocabulary in the training loss
-    average_last: int = 0  # validation and the test score the mean of the weights at the end of the last this-many epochs (0 or 1: the last weights)
-    clip_norm: float = 1.0  # gradients are rescaled to at most this global L2 norm (0: no clipping)
-    max_len: int = 32  # longest decoded output, in tokens
-    length_ratio: float = 1.5  # an output is also cut at length_ratio x its source's tokens + length_extra
-    length_extra: int = 8  # see length_ratio
-    beam_size: int = 4  # hypotheses kept per step in the test decodes (validation decodes greedily)
-    length_penalty: float = 0.6  # GNMT alpha; 0 = no length normalisation
-    threads: int = 0  # torch intra-op threads (0 = torch's default)
-    collective_timeout_s: int = 1800  # under torchrun: seconds the other ranks wait (while rank 0 validates and tests) before the run stops with an error
+    seed: int = option(0, "seeds the split, the initial weights and every epoch's batches")
+    device: str = option("auto", "auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps")
+    corpus: str = option(
+        "toy",
+        '"toy" (~12k pairs), "short" (~132k pairs), "long" (the other ~35k pairs, of longer sentences), the path '
+        "of a UTF-8 file of tab-separated pairs, or a folder holding a published split (train.tsv, valid.tsv or "
+        "dev.tsv, test.tsv)")
+    valid_corpus: str = option(
+        "",
+        "with test_corpus: a published split's validation file (--corpus is then its training file)")
+    test_corpus: str = option("", "a published split's test file, scored as given: every line, nothing filtered")
+    src_lang: str = option("French", "the source language's name, as the pages show it")
+    tgt_lang: str = option("English", "the target language's name, as the pages show it")
+    corpus_limit: int = option(0, "keep only this many pairs after filtering (0 = all); for smoke runs")
+    vocab_size: int = option(4000, "subword pieces per language, learnt on the training split (fewer if it is small)")
+    shared_vocab: bool = option(
+        False,
+        "one subword model of vocab_size pieces learnt on both languages, whose one embedding table the source, the "
+        "target and the output layer share")
+    max_tokens: int = option(64, "pairs with a side longer than this many subword tokens are dropped when loaded")
+    val_frac: float = option(0.05, "share of the pairs (whole sentence groups) in the validation split")
+    test_frac: float = option(0.05, "share of the pairs (whole sentence groups) in the test split")
+    d_model: int = option(256, "width of every token representation")
+    heads: int = option(4, "attention heads per layer (d_model must divide by it)")
+    layers: int = option(3, "encoder layers = decoder layers")
+    d_ff: int = option(512, "hidden width of the feed-forward sublayers")
+    dropout: float = option(0.1, "dropout probability after attention, feed-forward and embeddings")
+    tie_embeddings: bool = option(True, "share target embedding and generator weights")
+    causal_mask: bool = option(
+        True,
+        "decoder self-attention sees earlier positions only; false also shows it the future")
+    source_padding_mask: bool = option(True, "attention never looks at source padding; false lets it")
+    epochs: int = option(24, "passes over the training pairs")
+    tokens_per_batch: int = option(2048, "padded source + target tokens per batch")
+    lr: float = option(1e-3, "peak learning rate after warm-up")
+    warmup_steps: int = option(100, "optimiser steps of linear warm-up; an epoch of the toy task is about 120")
+    lr_schedule: str = option(
+        "linear",
+        'after warm-up: "linear" (a straight line down to zero after the last step) or "inverse_sqrt" (decay with '
+        "one over the square root of the step, never reaching zero; the default until confirm-schedule-mt)")
+    precision: str = option(
+        "auto",
+        "training arithmetic: auto (on the CPU bf16 where a probe finds it faster, else fp32; fp16 on CUDA), bf16, "
+        "fp16 or fp32; validation and decoding always run in fp32")
+    label_smoothing: float = option(0.1, "probability mass spread evenly over the vocabulary in the training loss")
+    average_last: int = option(
+        0,
+        "validation and the test score the mean of the weights at the end of the last this-many epochs (0 or 1: the "
+        "last weights)")
+    clip_norm: float = option(1.0, "gradients are rescaled to at most this global L2 norm (0: no clipping)")
+    max_len: int = option(32, "longest decoded output, in tokens")
+    length_ratio: float = option(1.5, "an output is also cut at length_ratio x its source's tokens + length_extra")
+    length_extra: int = option(8, "see length_ratio")
+    beam_size: int = option(4, "hypotheses kept per step in the test decodes (validation decodes greedily)")
+    length_penalty: float = option(0.6, "GNMT alpha; 0 = no length normalisation")
+    threads: int = option(0, "torch intra-op threads (0 = torch's default)")
+    collective_timeout_s: int = option(
+        1800,
+        "under torchrun: seconds the other ranks wait (while rank 0 validates and tests) before the run stops with an"
+        " error")
 
 
 def setting_key(beam_size: int, length_penalty: float) -> str:
@@ -236,15 +284,9 @@ CONFIGS = {"cls": ClsConfig, "mt": MtConfig}
 MODEL_TITLES = {"cls": "ResNet-18 on CIFAR-10", "mt": "Transformer on translation (toy French->English by default)"}
 
 
-@cache
 def field_help(cls: type) -> dict[str, str]:
-    """The comment at the end of each field's line in the class body: its meaning and units."""
-    source = inspect.getsource(cls)
-    comments = {tok.start[0]: tok.string.lstrip("# ").strip()
-                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
-    body = ast.parse(source).body[0].body
-    return {node.target.id: comments.get(node.lineno, "")
-            for node in body if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+    """Each field's meaning and units, as its option() gives them."""
+    return {f.name: f.metadata["meaning"] for f in dataclasses.fields(cls)}
 
 
 def _type_name(field: dataclasses.Field) -> str:
@@ -274,7 +316,8 @@ def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
 
 
 class OptionParser(argparse.ArgumentParser):
-    """argparse that raises PipelineError, takes no abbreviations, and suggests the closest option for a misspelt one."""
+    """argparse that raises PipelineError, takes no abbreviations, and suggests the closest option for a misspelt
+    one."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)

@@ -56,7 +56,8 @@ def read_json(path: Path, what: str = "file"):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PipelineError(f"{path} is not valid JSON ({e}); delete it and run the stage that writes it again.") from None
+        raise PipelineError(
+            f"{path} is not valid JSON ({e}); delete it and run the stage that writes it again.") from None
 
 
 def record_timing(folder: Path, stage: str, seconds: float) -> None:

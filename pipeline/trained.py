@@ -1,6 +1,6 @@
-"""Trained networks, below training and evaluation: each model built from its config, a finished run loaded
-from its checkpoint, and what it predicts (the ResNet's test-time views, the Transformer's splits and subword
-models). Training builds its networks here; evaluation and the benchmarks load theirs here."""
+"""Trained networks, below training and evaluation: each model built from its config, a finished run loaded from
+its checkpoint, and what it predicts (the ResNet's test-time views, the Transformer's splits and subword models).
+Training builds its networks here; evaluation and the benchmarks load theirs here."""
 
 from __future__ import annotations
 

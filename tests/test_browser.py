@@ -122,7 +122,8 @@ def _guarded_page(browser, url):
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.on("request", lambda r: problems.append(r.url)
-            if urlparse(r.url).scheme in ("http", "https") and urlparse(r.url).hostname not in ("127.0.0.1", "localhost")
+            if urlparse(r.url).scheme in ("http", "https")
+            and urlparse(r.url).hostname not in ("127.0.0.1", "localhost")
             else None)
     page.goto(url, wait_until="load")
     return page, problems
@@ -230,7 +231,8 @@ def test_text_from_data_is_shown_as_text_and_runs_nothing(browser, server, built
     show them literally, as a reader would type them, and no script of theirs runs."""
     from tests.conftest import HOSTILE_CLASS, HOSTILE_SOURCE, HOSTILE_TARGET
 
-    expected = {"generated/resnet.html": [HOSTILE_CLASS], "generated/transformer.html": [HOSTILE_SOURCE, HOSTILE_TARGET]}
+    expected = {"generated/resnet.html": [HOSTILE_CLASS],
+                "generated/transformer.html": [HOSTILE_SOURCE, HOSTILE_TARGET]}
     for page_path, texts in expected.items():
         page = browser.new_page()
         page.goto(f"{server}/{page_path}", wait_until="load")

@@ -200,7 +200,8 @@ def test_workflow_builds_with_the_command_make_site_runs():
     build = [r for r in runs if "mkdocs build" in r]
     dry = subprocess.run(["make", "-n", "-B", "site", "ROOT=/nonexistent"], cwd=REPO, capture_output=True, text=True)
     assert len(build) == 1 and build[0].strip() in dry.stdout
-    assert any("deploy-pages" in str(step.get("uses", "")) for job in workflow["jobs"].values() for step in job["steps"])
+    assert any("deploy-pages" in str(step.get("uses", ""))
+               for job in workflow["jobs"].values() for step in job["steps"])
 
 
 def test_test_scores_are_computed_once_and_shown_everywhere_alike(built):

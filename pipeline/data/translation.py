@@ -60,7 +60,8 @@ def read_tsv(path: Path, source_column: int, target_column: int) -> list[tuple[s
                 try:
                     line = raw.decode("utf-8").rstrip("\n\r")
                 except UnicodeDecodeError as e:
-                    raise PipelineError(f"{path}, line {number}: not valid UTF-8 ({e.reason} at byte {e.start}).") from None
+                    raise PipelineError(
+                        f"{path}, line {number}: not valid UTF-8 ({e.reason} at byte {e.start}).") from None
                 if not line.strip():
                     continue
                 columns = line.split("\t")
@@ -135,7 +136,8 @@ def published_files(corpus: str, valid_corpus: str = "", test_corpus: str = "") 
     if folder is not None and folder.is_dir():
         files = {}
         for split, names in SPLIT_FILES.items():
-            found = [folder / f"{name}{gz}" for name in names for gz in ("", ".gz") if (folder / f"{name}{gz}").is_file()]
+            found = [folder / f"{name}{gz}" for name in names for gz in ("", ".gz")
+                     if (folder / f"{name}{gz}").is_file()]
             if not found:
                 raise PipelineError(
                     f"{folder} is a folder of a published split, but it has no {' or '.join(names)} (nor .gz): "
@@ -292,7 +294,8 @@ def pad_batch(sequences: list[list[int]], bos_eos: bool) -> torch.Tensor:
     return out
 
 
-def length_batches(lengths: list[tuple[int, int]], tokens_per_batch: int, generator: torch.Generator) -> list[list[int]]:
+def length_batches(lengths: list[tuple[int, int]], tokens_per_batch: int,
+                   generator: torch.Generator) -> list[list[int]]:
     """Index batches of similar lengths whose padded source + target tensors hold at most tokens_per_batch
     tokens (a single pair longer than that gets a batch of its own)."""
     noise = torch.rand(len(lengths), generator=generator).tolist()

@@ -206,8 +206,9 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
     for e in (e for e in experiments if e.design == "decoding"):
         recipes = {repr({k: v for k, v in dataclasses.asdict(e.config(r)).items() if k != "seed"}) for r in e.runs}
         if len(recipes) > 1:
-            _fail(path, f"experiment {e.name!r}, field 'runs'", "the runs of a decoding experiment must share one "
-                                                                 "recipe (same_as included) and differ only in their seed")
+            _fail(path, f"experiment {e.name!r}, field 'runs'",
+                  "the runs of a decoding experiment must share one recipe (same_as included) and differ only in "
+                  "their seed")
     return experiments
 
 

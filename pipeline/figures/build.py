@@ -184,9 +184,9 @@ def build_experiments(paths: Paths) -> list[dict]:
 
         if result["design"] == "deletion":
             figures.append(entry(experiment_figures.deletion_curves(result["deletion"], out / f"{name}.png"),
-                                 "Deletion test", "Confidence in the predicted class as 4 × 4-pixel regions are replaced "
-                                 "by the dataset mean, in order of Grad-CAM saliency, at random, and least salient "
-                                 "first; mean and ± one standard deviation over the images.",
+                                 "Deletion test", "Confidence in the predicted class as 4 × 4-pixel regions are "
+                                 "replaced by the dataset mean, in order of Grad-CAM saliency, at random, and least "
+                                 "salient first; mean and ± one standard deviation over the images.",
                                  "Three falling curves of confidence against the share of the image removed.",
                                  "curves"))
         elif result["design"] == "decoding":

@@ -16,7 +16,8 @@ SPRITE_COLUMNS = 24  # thumbnails per row of the sprite
 def data_script(path: Path, key: str, data) -> Path:
     """`window.reportData[key] = <data as JSON>;`: what docs/javascripts/explorer.js reads."""
     blob = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
-    write_text(path, f"window.reportData = window.reportData || {{}};\nwindow.reportData[{json.dumps(key)}] = {blob};\n")
+    write_text(path, f"window.reportData = window.reportData || {{}};\n"
+                     f"window.reportData[{json.dumps(key)}] = {blob};\n")
     return path
 
 
@@ -26,7 +27,8 @@ def read_data_script(path: Path):
     return json.loads(text.split(" = ", 2)[-1].rstrip().rstrip(";").replace("<\\/", "</"))
 
 
-def thumbnail_sprite(images: np.ndarray, path: Path, columns: int = SPRITE_COLUMNS) -> tuple[Path, list[tuple[int, int]]]:
+def thumbnail_sprite(images: np.ndarray, path: Path,
+                     columns: int = SPRITE_COLUMNS) -> tuple[Path, list[tuple[int, int]]]:
     """uint8 images (N, 3, H, W) tiled into one JPEG, row by row; returns it and each image's (x, y) offset."""
     from PIL import Image
 

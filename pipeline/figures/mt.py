@@ -129,7 +129,8 @@ def decode_table(rows: list[dict], languages: tuple[str, str], path: Path) -> Pa
              for r in rows]
     fig, ax = plt.subplots(figsize=(12, 0.62 * len(rows) + 0.8))
     ax.axis("off")
-    table = ax.table(cellText=cells, colLabels=["case", f"source ({languages[0]})", f"reference(s) ({languages[1]})", "beam output", "BLEU"],
+    table = ax.table(cellText=cells, colLabels=["case", f"source ({languages[0]})", f"reference(s) ({languages[1]})",
+                                                "beam output", "BLEU"],
                      colWidths=[0.08, 0.28, 0.3, 0.28, 0.06], loc="center", cellLoc="left")
     table.auto_set_font_size(False)
     table.set_fontsize(8)

@@ -44,7 +44,8 @@ def reorder(cache: dict, rows: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def greedy_decode(model: Transformer, src: torch.Tensor, max_len: int, caps: list[int] | None = None) -> list[list[int]]:
+def greedy_decode(model: Transformer, src: torch.Tensor, max_len: int,
+                  caps: list[int] | None = None) -> list[list[int]]:
     """The most likely next token at every step, for a padded batch (B, S) at once; row b stops at <eos>, at
     caps[b] tokens, or at max_len. Earlier positions are cached, and the only value read back from the device
     in a step is whether every row has stopped."""

@@ -71,7 +71,8 @@ class MtTask(Task):
             shared = Tokenizer.train(sources + targets, config.vocab_size)
             self._use_tokenizers(shared, shared)
         else:
-            self._use_tokenizers(Tokenizer.train(sources, config.vocab_size), Tokenizer.train(targets, config.vocab_size))
+            self._use_tokenizers(Tokenizer.train(sources, config.vocab_size),
+                                 Tokenizer.train(targets, config.vocab_size))
         self.choose_precision("mt")  # after the tokenizers: the probe times the run's first batches
 
     def _probe_rate(self, precision: str) -> float:

@@ -51,7 +51,8 @@ print(f"median sentence BLEU {np.median(scores):.1f}; {np.mean(np.isclose(scores
 changed = [d for d in decodes if d["greedy"] != d["beam"]]
 print(f"beam search changes {len(changed)} of {len(decodes)} outputs")
 for d in changed[:10]:
-    print(f"- {d['source']}\n    greedy: {d['greedy']}\n    beam:   {d['beam']}\n    refs:   {' | '.join(d['references'])}")
+    print(f"- {d['source']}\n    greedy: {d['greedy']}\n    beam:   {d['beam']}\n"
+          f"    refs:   {' | '.join(d['references'])}")
 
 # %% [markdown]
 # ## Output length against the closest reference
