@@ -49,15 +49,21 @@ def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: Path, what: str = "file"):
-    """Read a JSON file, or raise a PipelineError naming the file and the problem."""
+def read_json(path: Path, what: str = "file", require: tuple[str, ...] = ()):
+    """Read a JSON file, or raise a PipelineError naming the file and the problem; with `require`, the file must
+    hold an object with those keys (what the reader goes on to index)."""
     if not path.is_file():
         raise PipelineError(f"{path} is missing: the {what} has not been written yet.")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PipelineError(
             f"{path} is not valid JSON ({e}); delete it and run the stage that writes it again.") from None
+    missing = [key for key in require if not isinstance(value, dict) or key not in value]
+    if missing:
+        raise PipelineError(f"{path} is not a {what} as this version writes it: it lacks {', '.join(missing)}. "
+                            "Move it aside and run the stage that writes it again.")
+    return value
 
 
 def record_timing(folder: Path, stage: str, seconds: float) -> None:

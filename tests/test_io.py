@@ -53,3 +53,16 @@ def test_a_torn_last_line_is_an_error_unless_resuming(tmp_path, capsys):
     path.write_text('{"epoch": 0}\n{"epoch": 1, "lo\n{"epoch": 2}\n')  # damage in the middle is never dropped
     with pytest.raises(PipelineError, match="line 2"):
         io.read_jsonl(path, drop_torn_tail=True)
+
+
+def test_a_stage_file_without_what_its_reader_indexes_names_the_file_and_the_keys(tmp_path):
+    path = tmp_path / "final.json"
+    io.write_json(path, {"test_accuracy": 0.9})
+    with pytest.raises(io.PipelineError, match=r"final\.json is not a test result as this version writes it: it "
+                                               r"lacks train_wall_s\. Move it aside"):
+        io.read_json(path, "test result", require=("train_wall_s",))
+    io.write_json(path, [1, 2])
+    with pytest.raises(io.PipelineError, match="lacks train_wall_s"):
+        io.read_json(path, "test result", require=("train_wall_s",))
+    io.write_json(path, {"train_wall_s": 1.0})
+    assert io.read_json(path, "test result", require=("train_wall_s",)) == {"train_wall_s": 1.0}

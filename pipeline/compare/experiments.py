@@ -40,9 +40,9 @@ def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | Non
     folder = paths.run(experiment.model, run.folder)
     if not (folder / FINAL).exists():
         return None
-    final = read_json(folder / FINAL, "test result of the run")
+    final = read_json(folder / FINAL, "test result of the run", require=("train_wall_s",))
     epochs = read_jsonl(folder / METRICS)
-    trained = read_json(folder / CONFIG, "run config")
+    trained = read_json(folder / CONFIG, "run config", require=("seed",))
     config = saved_config(experiment.model, trained)
     declared = experiment.config(run)
     changed = [k for k in changed_fields(experiment.model, trained, declared) if k not in RUNTIME_FIELDS]
@@ -53,7 +53,7 @@ def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | Non
             "with " + ", ".join(f"{k} = {config[k]!r}" for k in changed) + " (a default changed since, or the "
             "declaration did). Declare the values it was trained with (in the run or the experiment's base) to keep "
             "it, or move the folder aside and train the run again with `make experiments`.")
-    provenance = read_json(folder / PROVENANCE, "provenance file")
+    provenance = read_json(folder / PROVENANCE, "provenance file", require=("git_commit",))
     last = epochs[-1] if epochs else {}
     values = {m: final[m] for m in FINAL_METRICS[experiment.model] if m in final}
     values.update({m: last[m] for m in EPOCH_METRICS[experiment.model] if m in last})
@@ -518,7 +518,7 @@ def run_summaries(paths: Paths) -> list[dict]:
         for folder in sorted((paths.runs / model).glob("*/")):
             if not (folder / FINAL).exists():
                 continue
-            final = read_json(folder / FINAL, "test result of the run")
+            final = read_json(folder / FINAL, "test result of the run", require=("train_wall_s",))
             config = saved_config(model, read_json(folder / CONFIG, "run config"))
             provenance = read_json(folder / PROVENANCE, "provenance file")
             epochs = read_jsonl(folder / METRICS)

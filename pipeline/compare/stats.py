@@ -27,9 +27,6 @@ RULE = ("A difference counts only when one 95 % interval of it excludes zero. Th
         "Transformer's test sentences), the spread over seeds already holds it. Seeds pool into that one interval, "
         "so more runs can only sharpen it; the per-seed paired tests are shown, not counted. Where the interval "
         "reaches zero there is no clear difference; with nothing to measure the noise by, the runs cannot decide.")
-# The words a verdict can take; a sweep says "better" / "worse" (than the default) for supported / contradicted.
-VERDICTS = ("supported", "contradicted", "higher", "lower", "better", "worse", "no clear difference",
-            "not enough runs")
 
 
 def seed_summary(values: list[float]) -> dict:

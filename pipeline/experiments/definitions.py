@@ -183,7 +183,8 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
                 experiment.config(run)
             except PipelineError as e:
                 _fail(path, f"{where}, run {run.name!r}", str(e))
-        if design == "ablation" and experiment.control not in arms and not comparisons:
+        if design == "ablation" and not comparisons and (not isinstance(experiment.control, str)
+                                                           or experiment.control not in arms):
             _fail(path, f"{where}, field 'control'", "must name one of the arms of the runs")
         if design == "decoding":
             if experiment.default_setting() not in experiment.settings():
@@ -192,13 +193,14 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
             if metrics[0] != "val_bleu":
                 _fail(path, f"{where}, field 'metrics'", "a decoding experiment chooses on val_bleu: list it first")
         if design == "sweep":
-            if experiment.sweep not in fields:
+            if not isinstance(experiment.sweep, str) or experiment.sweep not in fields:
                 _fail(path, f"{where}, field 'sweep'", f"must name the config field of {model} that is varied")
             default = experiment.default_value()
             if not any(getattr(experiment.config(r), experiment.sweep) == default for r in runs):
                 _fail(path, f"{where}, field 'runs'", f"a sweep must include the default {experiment.sweep} = "
                                                       f"{default}: a value is chosen only when it beats the default")
-            if experiment.choose_on not in EPOCH_METRICS[model] or not experiment.choose_on.startswith("val_"):
+            if not isinstance(experiment.choose_on, str) or experiment.choose_on not in EPOCH_METRICS[model] \
+                    or not experiment.choose_on.startswith("val_"):
                 _fail(path, f"{where}, field 'choose_on'", "must be a validation score (val_...): the test set "
                                                            "chooses nothing")
         experiments.append(experiment)

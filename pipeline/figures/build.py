@@ -23,7 +23,7 @@ HEATMAP_EXAMPLES = 3  # attention examples drawn as heatmaps (best, typical, wor
 
 def entry_maker(paths: Paths, model: str):
     """A function that describes one figure file of `model` for the manifest, run provenance included."""
-    provenance = read_json(paths.run(model) / PROVENANCE, "provenance file")
+    provenance = read_json(paths.run(model) / PROVENANCE, "provenance file", require=("git_commit", "started"))
     run = {"git_commit": provenance["git_commit"], "started": provenance["started"]}
 
     def entry(file: Path, title: str, caption: str, alt: str, **extra) -> dict:
