@@ -297,3 +297,26 @@ def test_dropout_zeroes_its_share_at_every_position_scales_the_rest_and_is_off_i
     drop.eval()
     assert drop(x) is x
     assert Dropout(0.0)(x) is x and not Dropout(1.0)(x).any()
+
+
+@torch.no_grad()
+def test_a_cached_step_gives_the_logits_of_the_whole_prefix_decoded_again():
+    """decode_step runs the layers' one forward() on the newest position with the others' keys and values from
+    the cache; it must give what decoding the whole prefix gives, step after step, also after a reorder."""
+    from pipeline.models.transformer import DecodeCache
+
+    torch.manual_seed(0)
+    model = make_transformer(9, 11, d_model=16, heads=2, layers=2, d_ff=32, dropout=0.1).eval()
+    src = torch.randint(4, 9, (3, 5))
+    src_mask = model.source_mask(src)
+    memory = model.encode(src, src_mask)
+    prefix = torch.full((3, 1), BOS_ID)
+    cache = DecodeCache()
+    for _ in range(6):
+        step = model.decode_step(memory, src_mask, prefix[:, -1:], cache)
+        torch.testing.assert_close(step, model.decode(memory, src_mask, prefix)[:, -1], rtol=1e-5, atol=1e-5)
+        rows = torch.tensor([2, 0, 1])  # as a beam search would, continuing other rows' prefixes
+        cache.reorder(rows)
+        memory, src_mask = memory[rows], src_mask[rows]
+        prefix = torch.cat([prefix[rows], step[rows].argmax(-1, keepdim=True)], dim=1)
+    assert cache.length == 6 and cache.layers[0][0].k.shape == (3, 2, 6, 8)

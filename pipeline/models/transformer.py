@@ -73,6 +73,45 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     return dropped @ v, weights  # (B, heads, Tq, d_head)
 
 
+class KVCache:
+    """The keys and values one attention module computed in earlier decoding steps, (B, heads, T, d_head) each,
+    batch first."""
+
+    def __init__(self):
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, rows), self.v.index_select(0, rows)
+
+
+class DecodeCache:
+    """What Transformer.decode_step keeps between steps: how many positions were decoded and, per decoder layer,
+    the self-attention's keys and values of those positions and the cross-attention's of the encoder output
+    (computed at the first step). Without the causal mask an earlier position sees the later ones, so nothing
+    can be kept but the tokens, and the prefix is decoded again in full. Rows are hypotheses: reorder() keeps
+    the prefixes a beam search continues."""
+
+    def __init__(self):
+        self.length = 0
+        self.tokens: torch.Tensor | None = None
+        self.layers: list[tuple[KVCache, KVCache]] = []  # (self-attention, cross-attention) per decoder layer
+
+    def layer(self, i: int) -> tuple[KVCache, KVCache]:
+        while len(self.layers) <= i:
+            self.layers.append((KVCache(), KVCache()))
+        return self.layers[i]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep row rows[j] of every cached tensor as row j (a hypothesis continues the prefix it came from)."""
+        if self.tokens is not None:
+            self.tokens = self.tokens.index_select(0, rows)
+        for kv_pair in self.layers:
+            for kv in kv_pair:
+                kv.reorder(rows)
+
+
 class MultiHeadAttention(nn.Module):
     """Project to heads, attend, concatenate, project back; keeps its last weights when asked (for figures)."""
 
@@ -92,9 +131,20 @@ class MultiHeadAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.heads, self.d_head).transpose(1, 2)  # (B, heads, T, d_head)
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(key)), self._split(self.v_proj(value))
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None = None,
+                cache: KVCache | None = None, fixed_keys: bool = False) -> torch.Tensor:
+        """Attention of the queries over the keys and values. With a cache (decoding, one step at a time): the
+        new positions' keys and values are added to the earlier ones' and attended to with them, or, with
+        fixed_keys (the encoder output, the same at every step), computed at the first step and reused."""
+        q = self._split(self.q_proj(query))
+        if cache is not None and fixed_keys and cache.k is not None:
+            k, v = cache.k, cache.v
+        else:
+            k, v = self._split(self.k_proj(key)), self._split(self.v_proj(value))
+            if cache is not None:
+                if not fixed_keys and cache.k is not None:
+                    k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
+                cache.k, cache.v = k, v
         out, weights = attention(q, k, v, mask, self.dropout)
         if self.record:
             self.last_weights = weights.detach()
@@ -178,30 +228,15 @@ class DecoderLayer(nn.Module):
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.dropout = Dropout(dropout)
 
-    def forward(self, y: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-                tgt_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, tgt_mask: torch.Tensor | None,
+                cache: tuple[KVCache, KVCache] | None = None) -> torch.Tensor:
+        """Every target position at once (training, tgt_mask keeping each from the future), or, with this layer's
+        cache, the newest positions only (decoding: the earlier ones are in the cache, so no mask is needed)."""
+        self_cache, cross_cache = cache if cache is not None else (None, None)
         h = self.norm1(y)
-        y = y + self.dropout(self.self_attn(h, h, h, tgt_mask))
-        y = y + self.dropout(self.cross_attn(self.norm2(y), memory, memory, src_mask))
+        y = y + self.dropout(self.self_attn(h, h, h, tgt_mask, self_cache))
+        y = y + self.dropout(self.cross_attn(self.norm2(y), memory, memory, src_mask, cross_cache, fixed_keys=True))
         return y + self.dropout(self.ff(self.norm3(y)))
-
-    def step(self, y: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, cache: dict, name: str
-             ) -> torch.Tensor:
-        """forward() for one new position y (B, 1, d_model) in evaluation: its self-attention reads the keys and
-        values of the earlier positions from `cache` (and adds its own); the encoder output's are computed once."""
-        sa, ca = self.self_attn, self.cross_attn
-        h = self.norm1(y)
-        k, v = sa._split(sa.k_proj(h)), sa._split(sa.v_proj(h))  # (B, heads, 1, d_head)
-        if f"{name}.k" in cache:
-            k, v = torch.cat([cache[f"{name}.k"], k], dim=2), torch.cat([cache[f"{name}.v"], v], dim=2)
-        cache[f"{name}.k"], cache[f"{name}.v"] = k, v  # (B, heads, t, d_head)
-        y = y + sa.merge(attention(sa._split(sa.q_proj(h)), k, v)[0])
-        if f"{name}.memory_k" not in cache:
-            cache[f"{name}.memory_k"], cache[f"{name}.memory_v"] = ca._split(ca.k_proj(memory)), \
-                ca._split(ca.v_proj(memory))  # (B, heads, S, d_head)
-        q = ca._split(ca.q_proj(self.norm2(y)))
-        y = y + ca.merge(attention(q, cache[f"{name}.memory_k"], cache[f"{name}.memory_v"], src_mask)[0])
-        return y + self.ff(self.norm3(y))
 
 
 # ---- model ---------------------------------------------------------------------------------------
@@ -247,23 +282,21 @@ class Transformer(nn.Module):
             y = layer(y, memory, src_mask, tgt_mask)
         return self.generator(self.decoder_norm(y))
 
-    def decode_step(self, memory: torch.Tensor, src_mask: torch.Tensor, tokens: torch.Tensor, cache: dict
+    def decode_step(self, memory: torch.Tensor, src_mask: torch.Tensor, tokens: torch.Tensor, cache: DecodeCache
                     ) -> torch.Tensor:
-        """Logits (B, tgt_vocab) of the token after each prefix, given its newest token (B, 1); `cache` (empty at
-        the first step) keeps what the earlier tokens left: per layer their keys and values, so a step costs one
-        position, not the whole prefix. Every tensor in it has the batch first (reorder rows with index_select).
-        Without the causal mask an earlier position sees the later ones, so nothing can be kept but the prefix,
-        which is decoded again in full."""
+        """Logits (B, tgt_vocab) of the token after each prefix, given its newest token (B, 1); `cache` (new at
+        the first step) keeps what the earlier tokens left, so a step costs one position, not the whole prefix.
+        The layers run the same forward() as in training, with their part of the cache."""
         if not self.causal:
-            cache["tokens"] = torch.cat([cache["tokens"], tokens], dim=1) if "tokens" in cache else tokens
-            return self.decode(memory, src_mask, cache["tokens"])[:, -1]
-        position = cache["length"] if "length" in cache else 0
-        cache["length"] = position + 1
+            cache.tokens = tokens if cache.tokens is None else torch.cat([cache.tokens, tokens], dim=1)
+            return self.decode(memory, src_mask, cache.tokens)[:, -1]
+        position = cache.length
+        cache.length += 1
         if position >= self.max_positions:
             raise ValueError(f"position {position} is past the positional table ({self.max_positions} positions)")
         y = self.positions.dropout(self.tgt_embed(tokens) + self.positions.table[position])  # (B, 1, d_model)
         for i, layer in enumerate(self.decoder):
-            y = layer.step(y, memory, src_mask, cache, f"layer{i}")
+            y = layer(y, memory, src_mask, None, cache.layer(i))
         return self.generator(self.decoder_norm(y))[:, -1]
 
     def source_mask(self, src: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from pipeline.data.translation import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, pad_batch
-from pipeline.models.transformer import Transformer
+from pipeline.models.transformer import DecodeCache, Transformer
 
 NEVER_GENERATED = (PAD_ID, BOS_ID, UNK_ID)  # an output is words and one final <eos>
 
@@ -31,16 +31,11 @@ def next_log_probs(model: Transformer, memory: torch.Tensor, src_mask: torch.Ten
 
 
 def step_log_probs(model: Transformer, memory: torch.Tensor, src_mask: torch.Tensor, tokens: torch.Tensor,
-                   cache: dict) -> torch.Tensor:
+                   cache: DecodeCache) -> torch.Tensor:
     """next_log_probs() for the newest token of each prefix (B, 1), the earlier ones kept in `cache`."""
     log_probs = model.decode_step(memory, src_mask, tokens, cache).float().log_softmax(-1)
     log_probs[:, list(NEVER_GENERATED)] = float("-inf")
     return log_probs
-
-
-def reorder(cache: dict, rows: torch.Tensor) -> dict:
-    """The cache of the prefixes `rows` picks (a hypothesis continues the prefix of the beam it came from)."""
-    return {k: v.index_select(0, rows) if isinstance(v, torch.Tensor) else v for k, v in cache.items()}
 
 
 @torch.no_grad()
@@ -55,7 +50,7 @@ def greedy_decode(model: Transformer, src: torch.Tensor, max_len: int,
     token = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long, device=src.device)
     done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
     limits = torch.tensor(caps if caps is not None else [max_len] * src.size(0), device=src.device)
-    cache, outputs = {}, []
+    cache, outputs = DecodeCache(), []
     for step in range(1, min(max_len, max(caps) if caps is not None else max_len) + 1):
         next_token = step_log_probs(model, memory, src_mask, token, cache).argmax(-1)  # (B,)
         next_token = torch.where(done, torch.full_like(next_token, PAD_ID), next_token)
@@ -106,7 +101,7 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, caps: lis
     best_tokens = torch.full((batch, steps), PAD_ID, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     rows = torch.arange(batch, device=device)
-    cache: dict = {}
+    cache = DecodeCache()
     for step in range(1, steps + 1):
         log_probs = step_log_probs(model, memory, src_mask, prefixes[:, -1:], cache)
         vocab = log_probs.size(-1)
@@ -137,7 +132,7 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, caps: lis
         done |= (reachable <= best_score[:, None]).all(dim=1)
         scores = torch.where(done[:, None], torch.full_like(scores, float("-inf")), scores)
         source = (rows[:, None] * k + parent).reshape(-1)
-        cache = reorder(cache, source)
+        cache.reorder(source)  # each hypothesis continues the prefix of the beam it came from
         prefixes = torch.cat([prefixes[source], chosen.reshape(-1, 1)], dim=1)
         if done.all():
             break
