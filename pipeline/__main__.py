@@ -7,7 +7,6 @@ stages: train MODEL, bench MODEL, split FOLDER, experiments [NAME ...], evaluate
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import textwrap
 
@@ -89,6 +88,7 @@ def _run(args: argparse.Namespace) -> None:
         from pipeline.compare.experiments import compare_all
         from pipeline.experiments.definitions import load_experiments
         from pipeline.experiments.running import train_missing
+        from pipeline.runtime import World
 
         experiments = load_experiments()
         if args.stage == "experiments":
@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> None:
                 raise PipelineError(f"No experiment named {', '.join(sorted(unknown))} in experiments.yaml; it has "
                                     f"{', '.join(e.name for e in experiments)}.")
             train_missing(paths, [e for e in experiments if not args.names or e.name in args.names])
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone compares
+        if World.from_env().main:  # under torchrun, rank 0 alone compares
             print(f"{len(compare_all(paths, experiments))} experiments with finished runs in "
                   f"{paths.site_assets / 'experiments'}")
     elif args.stage == "evaluate":

@@ -31,6 +31,15 @@ class World:
     size: int = 1
     local_rank: int = 0  # this process on its machine: its GPU index
 
+    @classmethod
+    def from_env(cls) -> World:
+        """The world torchrun describes in WORLD_SIZE, RANK and LOCAL_RANK (a world of one without torchrun); no
+        process group is started here (distributed.init does that)."""
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size == 1:
+            return cls()
+        return cls(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+
     @property
     def main(self) -> bool:
         return self.rank == 0

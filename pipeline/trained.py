@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import CHECKPOINT, ClsConfig, MtConfig, PipelineError, config_from_dict
-from pipeline.data.cifar10 import normalize
+from pipeline.data.cifar10 import normalize_images
 from pipeline.data.translation import (
     Splits, Tokenizer, corpus_path, file_sha256, load_pairs, published_files, read_published, split_fingerprint,
     split_pairs,
@@ -34,7 +34,7 @@ def tta_views(x: torch.Tensor, flip: bool, translate: int) -> list[torch.Tensor]
 
 def prepare(images: torch.Tensor, device: torch.device, channels_last: bool, size: int = 32) -> torch.Tensor:
     """uint8 batch -> normalised float on the device, scaled to size x size, in the model's memory format."""
-    x = normalize(images.to(device, non_blocking=True))
+    x = normalize_images(images.to(device, non_blocking=True))
     if size != x.shape[-1]:
         if x.device.type == "mps":  # no antialiased bilinear kernel on MPS in older torch: box filter instead
             x = F.interpolate(x, size=(size, size), mode="area")

@@ -161,19 +161,21 @@ def test_an_installed_wheel_renders_the_pages(tmp_path):
 def test_notebooks_stage_executes_only_the_notebooks_named(tmp_path, monkeypatch, capsys):
     from pipeline.report import notebooks
 
-    executed = []
+    executed, kernels = [], []
 
     class Client:  # what is executed is tested here; executing them for real is tested on the built report
         def __init__(self, notebook, **kwargs):
             self.notebook = notebook
 
-        def execute(self):
+        def execute(self, env):
             executed.append(self.notebook.cells[0].source.splitlines()[0])
+            kernels.append(env["PIPELINE_ROOT"])
 
     monkeypatch.setattr(notebooks, "NotebookClient", Client)
     monkeypatch.setenv("PIPELINE_ROOT", str(tmp_path))
     assert main(["notebooks", "transformer"]) == 0
     assert len(executed) == 1 and "Transformer" in executed[0]
+    assert kernels == [str(tmp_path)]  # the kernel is told the root; this process's environment is left alone
     assert [p.name for p in (tmp_path / "docs" / "generated" / "notebooks").iterdir()] == ["transformer.ipynb"]
     assert main(["notebooks", "transformer", "gan"]) == 2
     err = " ".join(capsys.readouterr().err.split())

@@ -16,7 +16,11 @@ pytestmark = pytest.mark.slow
 
 ARGS = {
     "cls": ["--profile", "smoke", "--epochs", "2", "--train_limit", "128", "--val_size", "32", "--test_limit", "32",
-            "--batch_size", "32", "--precision", "fp32", "--width", "16"],
+            "--batch_size", "32", "--precision", "fp32", "--width", "16",
+            # Each rank's batch norm normalises its own half of a batch, so two processes are close to one, not
+            # equal; the default peak lr (0.6, batch norms at 4x) on 16-px images amplifies that in so tiny a run
+            # beyond the tolerance, so this test of DDP keeps the gentler recipe of its time.
+            "--lr", "0.15", "--bn_lr_scale", "1.0", "--resolutions", "32,32"],
     "mt": ["--profile", "smoke", "--epochs", "2", "--precision", "fp32"],
 }
 

@@ -35,7 +35,7 @@ COUNT_UNCOMMITTED = "PIPELINE_COUNT_UNCOMMITTED"
 INSIGHTS = "insights.json"  # the tests behind the insights page's sentences
 
 
-def run_record(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | None:
+def read_run(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | None:
     """What the comparison needs of one finished run (None while it has not finished)."""
     folder = paths.run(experiment.model, run.folder)
     if not (folder / FINAL).exists():
@@ -81,7 +81,7 @@ def counts(record: dict) -> bool:
 
 def finished_runs(paths: Paths, experiment: Experiment) -> tuple[list[dict], list[dict]]:
     """The experiment's finished runs that count, and those that do not (trained from uncommitted changes)."""
-    finished = [r for r in (run_record(paths, experiment, run) for run in experiment.runs) if r]
+    finished = [r for r in (read_run(paths, experiment, run) for run in experiment.runs) if r]
     return [r for r in finished if counts(r)], [r for r in finished if not counts(r)]
 
 
@@ -385,18 +385,9 @@ def borrowed_spreads(paths: Paths, experiments: list[Experiment]) -> dict:
 def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | None = None) -> dict | None:
     """Numbers and verdicts for one experiment from its finished runs that count, or None if none does."""
     records, uncounted = finished_runs(paths, experiment)
-    if not records:
+    extra = _analyses(paths, experiment) if records else None
+    if extra is None:
         return None
-    extra = {}
-    if experiment.design == "deletion":
-        path = paths.analysis(DELETION)
-        if not path.exists():
-            return None
-        extra["deletion"] = read_json(path, "deletion test of the main run")
-    if experiment.analysis and (path := paths.analysis(experiment.analysis)).exists():
-        extra[experiment.analysis] = read_json(path, experiment.analysis)
-        if experiment.analysis == "gradient_norms":
-            extra["gradient_norm_sentences"] = gradient_norm_sentences(extra["gradient_norms"])
     arms: dict[str, list[dict]] = {}
     for r in records:
         arms.setdefault(r["arm"], []).append(r)
@@ -404,53 +395,22 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
                      for arm, rs in arms.items() if any(m in r["values"] for r in rs)} for m in experiment.metrics}
     items = {r["folder"]: _item_scores(paths, experiment, r) for r in records}
     spreads = (spreads or {}).get(experiment.model, {})
-    comparisons = []
     # A confirmatory experiment was declared before its runs: no interval or verdict is worked out until all of
     # them have finished, so interim results cannot choose when to stop.
     complete = len(records) == len(experiment.runs)
+    decodes = None
     if experiment.design == "decoding":
         decodes = decoded_runs(paths, experiment, records)
         complete = complete and len(decodes) == len(records)
         if not decodes:
             return None
     held = experiment.confirmatory and not complete
+    comparisons = []
     if experiment.design == "ablation" and not held:
-        for arm, against, expect in _comparisons(experiment, records):
-            if arm in arms and against in arms:
-                per_metric = [compare_arms(m, arm, against, arms, items, spreads.get(m), expect if i == 0 else None,
-                                           experiment.model) for i, m in enumerate(experiment.metrics)]
-                comparisons.append({"arm": arm, "against": against, "expect": expect, "metrics": per_metric,
-                                    "verdict": per_metric[0]["verdict"]})
+        comparisons = _ablation_comparisons(experiment, records, arms, items, spreads)
     elif experiment.design == "sweep" and not held:
-        default = experiment.default_value()
-        by_value: dict = {}
-        for r in records:
-            by_value.setdefault(r["config"][experiment.sweep], []).append(r)
-        value_arms = {str(v): rs for v, rs in by_value.items()}
-        if default in by_value:
-            for value, rs in sorted(by_value.items()):
-                if value == default:
-                    continue
-                c = compare_arms(experiment.choose_on, str(value), str(default), value_arms, items,
-                                 spreads.get(experiment.choose_on), "higher", experiment.model)
-                c["verdict"] = {"supported": "better", "contradicted": "worse"}.get(c["verdict"], c["verdict"])
-                comparisons.append({"arm": rs[0]["arm"], "against": by_value[default][0]["arm"], "value": value,
-                                    "expect": None,
-                                    "mean": float(np.mean([r["values"][experiment.choose_on] for r in rs])),
-                                    "metrics": [c], "verdict": c["verdict"]})
-    if held:
-        answer = {"kind": "held", "metric": experiment.metrics[0]}
-    elif experiment.design == "deletion":
-        answer = deletion_answer(extra["deletion"])
-    elif experiment.design == "decoding":
-        answer, comparisons = decoding_answer(experiment, records, decodes)
-    elif experiment.design == "sweep":
-        answer = sweep_answer(experiment, records, comparisons)
-    elif experiment.design == "seeds":
-        answer = {"kind": "seeds", "metric": experiment.metrics[0],
-                  **summaries[experiment.metrics[0]][records[0]["arm"]]}
-    else:
-        answer = {"kind": "ablation", "metric": experiment.metrics[0]}
+        comparisons = _sweep_comparisons(experiment, records, items, spreads)
+    answer, comparisons = _answer(experiment, held, records, comparisons, summaries, extra, decodes)
     arm_fields = {k for r in records for k in r["config"]} - {"seed"}
     varied = {k for k in differing_fields(records) if k in arm_fields}
     return {
@@ -469,6 +429,73 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         # Only where an arm lets attention see source padding can a padded batch change an output.
         "padding_sentences": padding_sentences(arms) if "source_padding_mask" in varied else [], **extra,
     }
+
+
+def _analyses(paths: Paths, experiment: Experiment) -> dict | None:
+    """The analysis files an experiment shows beside its runs (None: a deletion test not run yet)."""
+    extra = {}
+    if experiment.design == "deletion":
+        path = paths.analysis(DELETION)
+        if not path.exists():
+            return None
+        extra["deletion"] = read_json(path, "deletion test of the main run")
+    if experiment.analysis and (path := paths.analysis(experiment.analysis)).exists():
+        extra[experiment.analysis] = read_json(path, experiment.analysis)
+        if experiment.analysis == "gradient_norms":
+            extra["gradient_norm_sentences"] = gradient_norm_sentences(extra["gradient_norms"])
+    return extra
+
+
+def _ablation_comparisons(experiment: Experiment, records: list[dict], arms: dict, items: dict,
+                          spreads: dict) -> list[dict]:
+    """Each declared pair of arms (else each arm against the control), on every metric; the first decides."""
+    comparisons = []
+    for arm, against, expect in _comparisons(experiment, records):
+        if arm in arms and against in arms:
+            per_metric = [compare_arms(m, arm, against, arms, items, spreads.get(m), expect if i == 0 else None,
+                                       experiment.model) for i, m in enumerate(experiment.metrics)]
+            comparisons.append({"arm": arm, "against": against, "expect": expect, "metrics": per_metric,
+                                "verdict": per_metric[0]["verdict"]})
+    return comparisons
+
+
+def _sweep_comparisons(experiment: Experiment, records: list[dict], items: dict, spreads: dict) -> list[dict]:
+    """Each swept value against the default on choose_on: "better" / "worse" where the rule says so."""
+    default = experiment.default_value()
+    by_value: dict = {}
+    for r in records:
+        by_value.setdefault(r["config"][experiment.sweep], []).append(r)
+    if default not in by_value:
+        return []
+    value_arms = {str(v): rs for v, rs in by_value.items()}
+    comparisons = []
+    for value, rs in sorted(by_value.items()):
+        if value == default:
+            continue
+        c = compare_arms(experiment.choose_on, str(value), str(default), value_arms, items,
+                         spreads.get(experiment.choose_on), "higher", experiment.model)
+        c["verdict"] = {"supported": "better", "contradicted": "worse"}.get(c["verdict"], c["verdict"])
+        comparisons.append({"arm": rs[0]["arm"], "against": by_value[default][0]["arm"], "value": value,
+                            "expect": None, "mean": float(np.mean([r["values"][experiment.choose_on] for r in rs])),
+                            "metrics": [c], "verdict": c["verdict"]})
+    return comparisons
+
+
+def _answer(experiment: Experiment, held: bool, records: list[dict], comparisons: list[dict], summaries: dict,
+            extra: dict, decodes) -> tuple[dict, list[dict]]:
+    """The experiment's answer by its design (and a decoding experiment's comparisons)."""
+    if held:
+        return {"kind": "held", "metric": experiment.metrics[0]}, comparisons
+    if experiment.design == "deletion":
+        return deletion_answer(extra["deletion"]), comparisons
+    if experiment.design == "decoding":
+        return decoding_answer(experiment, records, decodes)
+    if experiment.design == "sweep":
+        return sweep_answer(experiment, records, comparisons), comparisons
+    if experiment.design == "seeds":
+        return {"kind": "seeds", "metric": experiment.metrics[0],
+                **summaries[experiment.metrics[0]][records[0]["arm"]]}, comparisons
+    return {"kind": "ablation", "metric": experiment.metrics[0]}, comparisons
 
 
 def compare_all(paths: Paths, experiments: list[Experiment]) -> list[dict]:

@@ -208,7 +208,7 @@ def split_train_val(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, tor
     return order[val_size:], order[:val_size]
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float, standardised per channel."""
     mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)

@@ -31,7 +31,7 @@ SHORT_MAX_WORDS = 10  # the harder subset: both sides at most this many words; "
 SUBSETS = ("toy", "short", "long")  # the named subsets of the shipped Tatoeba file
 
 
-def normalize(text: str) -> str:
+def normalize_text(text: str) -> str:
     """The tutorial's normalisation: lowercase, strip accents, split off . ! ? , and turn every other
     non-word character into a space. It defines the toy task's filter; the model never sees this text."""
     text = "".join(c for c in unicodedata.normalize("NFD", text.lower().strip()) if unicodedata.category(c) != "Mn")
@@ -97,7 +97,7 @@ def load_pairs(corpus: str, limit: int = 0) -> list[tuple[str, str]]:
     if corpus in SUBSETS:
         pairs = []
         for en, fr in read_tsv(CORPUS, 0, 1):
-            fr_words, en_norm = normalize(fr).split(), normalize(en)
+            fr_words, en_norm = normalize_text(fr).split(), normalize_text(en)
             short = len(fr_words) <= SHORT_MAX_WORDS and len(en_norm.split()) <= SHORT_MAX_WORDS
             if corpus == "toy":
                 keep = len(fr_words) < TOY_MAX_TOKENS and len(en_norm.split()) < TOY_MAX_TOKENS \

@@ -134,7 +134,7 @@ def deletion_test(predictor: ClsPredictor, images: torch.Tensor, predictions: np
 def run_gradient_norms(paths: Paths, config, steps: int = 30, batch: int = 64) -> dict:
     """Gradient norms of ResNet-18/34, residual and plain, built as `config` (a ClsConfig) builds them, on real
     CIFAR-10 training images."""
-    from pipeline.data.cifar10 import load_cifar10, normalize
+    from pipeline.data.cifar10 import load_cifar10, normalize_images
 
     data = load_cifar10(paths.data, strict_counts=False)
     generator = torch.Generator().manual_seed(0)
@@ -142,7 +142,7 @@ def run_gradient_norms(paths: Paths, config, steps: int = 30, batch: int = 64) -
     def batches():
         while True:
             idx = torch.randint(0, len(data.train_labels), (batch,), generator=generator)
-            yield normalize(data.train_images[idx]), data.train_labels[idx]
+            yield normalize_images(data.train_images[idx]), data.train_labels[idx]
 
     x, y = next(batches())
     result = gradient_norms(x, y, batches(), steps, width=config.width, projection=config.projection_shortcuts,

@@ -94,48 +94,15 @@ def evaluate_cls(paths: Paths, name: str = MAIN_RUN) -> dict:
     probabilities = torch.from_numpy(logits).softmax(1).numpy()
     predictions, confidence = probabilities.argmax(1), probabilities.max(1)
     save_arrays(out_dir / "predictions.npz", logits=logits, labels=labels, predictions=predictions)
-
-    cells = cell_examples(labels, predictions, confidence, CELL_IMAGES)
-    save_arrays(out_dir / "cells.npz", index=cells, labels=labels[cells], predictions=predictions[cells],
-                confidence=confidence[cells], images=images[cells].numpy())
-
-    chosen = choose_examples(labels, predictions, confidence)
-    save_arrays(out_dir / "examples.npz", **{
-        f"{kind}_{field}": values[idx]
-        for kind, idx in chosen.items()
-        for field, values in (("images", images.numpy()), ("labels", labels), ("predictions", predictions),
-                              ("confidence", confidence), ("index", np.arange(limit)))
-    })
-
-    cam_idx = np.concatenate([chosen["correct"][:CAM_EXAMPLES], chosen["wrong"][:CAM_EXAMPLES]])
-    save_arrays(out_dir / "gradcam.npz", images=images[cam_idx].numpy(), labels=labels[cam_idx],
-                predictions=predictions[cam_idx], confidence=confidence[cam_idx], index=cam_idx,
-                cam_predicted=gradcam_maps(predictor, images[cam_idx], torch.from_numpy(predictions[cam_idx])),
-                cam_true=gradcam_maps(predictor, images[cam_idx], torch.from_numpy(labels[cam_idx])))
+    cam_idx = _save_examples(out_dir, predictor, images, labels, predictions, confidence)
     deletion = deletion_test(predictor, images, predictions, paths.analysis(DELETION), SEED)
-
-    confusion = confusion_matrix(labels, predictions, len(classes))
-    wrong = predictions != labels
-    layers = architecture(model, device)
     metrics = {
         "model": "ResNet-18",
         "test_accuracy": final["test_accuracy"],
         "test_images": final["test_images"],
         "test_tta": config.test_tta,
-        "correct_count": int((~wrong).sum()),
-        "wrong_count": int(wrong.sum()),
-        "mean_confidence_correct": float(confidence[~wrong].mean()) if (~wrong).any() else None,
-        "mean_confidence_wrong": float(confidence[wrong].mean()) if wrong.any() else None,
-        "confidence_sd_correct": float(confidence[~wrong].std()) if (~wrong).any() else None,
-        "confidence_sd_wrong": float(confidence[wrong].std()) if wrong.any() else None,
-        "classes": classes,
-        "confusion": confusion.tolist(),
-        "per_class": per_class(confusion, classes),
-        "most_confused": most_confused(confusion, classes),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "architecture": layers,
-        "cam_layer": model.cam_layer,
-        "cam_layer_output": next(r["output"] for r in layers if r["name"] == model.cam_layer),
+        **_prediction_summary(labels, predictions, confidence, classes),
+        **_network_summary(model, device),
         "gradcam_examples": len(cam_idx),
         "cell_images": CELL_IMAGES,
         "gradcam_deletion": {"images": deletion["images"], "auc": deletion["auc"],
@@ -146,3 +113,56 @@ def evaluate_cls(paths: Paths, name: str = MAIN_RUN) -> dict:
     write_json(paths.site_assets / "cls" / "metrics.json", metrics)
     record_timing(paths.site_assets / "cls", "evaluate_s", time.perf_counter() - t0)
     return metrics
+
+
+def _save_examples(out_dir, predictor: ClsPredictor, images: torch.Tensor, labels: np.ndarray,
+                   predictions: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """The images the pages show: per confusion cell (cells.npz), correct and wrong grids (examples.npz), and
+    Grad-CAM maps of a few of each for the predicted and the true class (gradcam.npz); returns the latter's
+    indices."""
+    cells = cell_examples(labels, predictions, confidence, CELL_IMAGES)
+    save_arrays(out_dir / "cells.npz", index=cells, labels=labels[cells], predictions=predictions[cells],
+                confidence=confidence[cells], images=images[cells].numpy())
+    chosen = choose_examples(labels, predictions, confidence)
+    save_arrays(out_dir / "examples.npz", **{
+        f"{kind}_{field}": values[idx]
+        for kind, idx in chosen.items()
+        for field, values in (("images", images.numpy()), ("labels", labels), ("predictions", predictions),
+                              ("confidence", confidence), ("index", np.arange(len(labels))))
+    })
+    cam_idx = np.concatenate([chosen["correct"][:CAM_EXAMPLES], chosen["wrong"][:CAM_EXAMPLES]])
+    save_arrays(out_dir / "gradcam.npz", images=images[cam_idx].numpy(), labels=labels[cam_idx],
+                predictions=predictions[cam_idx], confidence=confidence[cam_idx], index=cam_idx,
+                cam_predicted=gradcam_maps(predictor, images[cam_idx], torch.from_numpy(predictions[cam_idx])),
+                cam_true=gradcam_maps(predictor, images[cam_idx], torch.from_numpy(labels[cam_idx])))
+    return cam_idx
+
+
+def _prediction_summary(labels: np.ndarray, predictions: np.ndarray, confidence: np.ndarray,
+                        classes: list[str]) -> dict:
+    """Counts, confidence of right and wrong predictions, and the confusion matrix with what it says."""
+    confusion = confusion_matrix(labels, predictions, len(classes))
+    wrong = predictions != labels
+    return {
+        "correct_count": int((~wrong).sum()),
+        "wrong_count": int(wrong.sum()),
+        "mean_confidence_correct": float(confidence[~wrong].mean()) if (~wrong).any() else None,
+        "mean_confidence_wrong": float(confidence[wrong].mean()) if wrong.any() else None,
+        "confidence_sd_correct": float(confidence[~wrong].std()) if (~wrong).any() else None,
+        "confidence_sd_wrong": float(confidence[wrong].std()) if wrong.any() else None,
+        "classes": classes,
+        "confusion": confusion.tolist(),
+        "per_class": per_class(confusion, classes),
+        "most_confused": most_confused(confusion, classes),
+    }
+
+
+def _network_summary(model: ResNet, device: torch.device) -> dict:
+    """Parameters, the shape of each part, and the layer Grad-CAM reads."""
+    layers = architecture(model, device)
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "architecture": layers,
+        "cam_layer": model.cam_layer,
+        "cam_layer_output": next(r["output"] for r in layers if r["name"] == model.cam_layer),
+    }

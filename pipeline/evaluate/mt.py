@@ -92,31 +92,8 @@ def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
     decodes = [{**d, **sentence_scores(d["beam"], d["references"], tokenize)} for d in outputs]
     write_json(out_dir / "decodes.json", decodes)
 
-    # Attention of the best, typical and worst sentences of readable length, computed on the CPU so the
-    # arrays do not depend on the device; the explorer and the heatmaps show these same weights.
-    low, high = ATTENTION_WORDS
-    readable = [d for d in decodes if low <= len(words(d["source"], source_tokenize)) <= high] or decodes
-    examples, arrays = [], {}
-    for n, d in enumerate(decode_cases(readable, ATTENTION_PER_CASE)):
-        src_ids = src_tok.encode(d["source"])[:model.max_positions]
-        out_ids = tgt_tok.encode(d["beam"])[:model.max_positions - 1]
-        examples.append({"case": d["case"], "bleu": d["bleu"], "source_tokens": src_tok.pieces(src_ids),
-                         "target_tokens": ["<bos>", *tgt_tok.pieces(out_ids)],
-                         "source": d["source"], "output": d["beam"], "references": d["references"]})
-        for kind, weights in attention_for(model, src_ids, out_ids).items():
-            arrays[f"example{n}_{kind}"] = weights
-    save_arrays(out_dir / "attention.npz", **arrays)
-    write_json(out_dir / "attention.json", examples)
-
-    # A batch of short to long sentences, so the padding differs from row to row.
-    by_length = np.argsort([len(words(s, source_tokenize)) for s in sources], kind="stable")
-    batch = by_length[np.linspace(0, len(sources) - 1, min(MASK_BATCH, len(sources))).astype(int)]
-    masks = mask_batch([src_tok.encode(sources[i]) for i in batch], [tgt_tok.encode(references[i][0]) for i in batch])
-    save_arrays(out_dir / "masks.npz", **masks)
-    write_json(out_dir / "mask_tokens.json", {
-        "source": [src_tok.pieces(row) for row in masks["src"].tolist()],
-        "target": [tgt_tok.pieces(row) for row in masks["tgt"].tolist()],
-    })
+    _save_attention(out_dir, model, src_tok, tgt_tok, decodes, source_tokenize)
+    _save_masks(out_dir, src_tok, tgt_tok, sources, references, source_tokenize)
 
     test = {k: v for k, v in final.items() if k.startswith("test_") or k.endswith("_signature")}
     metrics = {
@@ -145,3 +122,34 @@ def evaluate_mt(paths: Paths, name: str = MAIN_RUN) -> dict:
     write_json(paths.site_assets / "mt" / "metrics.json", metrics)
     record_timing(paths.site_assets / "mt", "evaluate_s", time.perf_counter() - t0)
     return metrics
+
+
+def _save_attention(out_dir: Path, model, src_tok, tgt_tok, decodes: list[dict], source_tokenize: str) -> None:
+    """Attention of the best, typical and worst sentences of readable length, computed on the CPU so the arrays
+    do not depend on the device; the explorer and the heatmaps show these same weights."""
+    low, high = ATTENTION_WORDS
+    readable = [d for d in decodes if low <= len(words(d["source"], source_tokenize)) <= high] or decodes
+    examples, arrays = [], {}
+    for n, d in enumerate(decode_cases(readable, ATTENTION_PER_CASE)):
+        src_ids = src_tok.encode(d["source"])[:model.max_positions]
+        out_ids = tgt_tok.encode(d["beam"])[:model.max_positions - 1]
+        examples.append({"case": d["case"], "bleu": d["bleu"], "source_tokens": src_tok.pieces(src_ids),
+                         "target_tokens": ["<bos>", *tgt_tok.pieces(out_ids)],
+                         "source": d["source"], "output": d["beam"], "references": d["references"]})
+        for kind, weights in attention_for(model, src_ids, out_ids).items():
+            arrays[f"example{n}_{kind}"] = weights
+    save_arrays(out_dir / "attention.npz", **arrays)
+    write_json(out_dir / "attention.json", examples)
+
+
+def _save_masks(out_dir: Path, src_tok, tgt_tok, sources: list[str], references: list[list[str]],
+                source_tokenize: str) -> None:
+    """The masks of a batch of short to long sentences, so the padding differs from row to row."""
+    by_length = np.argsort([len(words(s, source_tokenize)) for s in sources], kind="stable")
+    batch = by_length[np.linspace(0, len(sources) - 1, min(MASK_BATCH, len(sources))).astype(int)]
+    masks = mask_batch([src_tok.encode(sources[i]) for i in batch], [tgt_tok.encode(references[i][0]) for i in batch])
+    save_arrays(out_dir / "masks.npz", **masks)
+    write_json(out_dir / "mask_tokens.json", {
+        "source": [src_tok.pieces(row) for row in masks["src"].tolist()],
+        "target": [tgt_tok.pieces(row) for row in masks["tgt"].tolist()],
+    })

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline.config import CONFIGS, MAIN_RUN, PROFILES, REPO, PipelineError, check_run_name, make_config
 
-EXPERIMENTS = Path(os.environ.get("PIPELINE_EXPERIMENTS", REPO / "experiments.yaml"))  # Make's EXPERIMENTS=
+EXPERIMENTS_FILE = "PIPELINE_EXPERIMENTS"  # the variable naming another experiments file (Make's EXPERIMENTS=)
 DESIGNS = ("seeds", "ablation", "sweep", "deletion", "decoding")
 ANALYSES = ("gradient_norms",)
 FINAL_METRICS = {"cls": ("test_accuracy", "test_loss"),
@@ -93,117 +93,16 @@ def _fail(path: Path, where: str, problem: str):
     raise PipelineError(f"{path}: {where}: {problem}")
 
 
+KNOWN_FIELDS = {"model", "question", "metrics", "design", "budget", "base", "runs", "profile", "control", "sweep",
+                "choose_on", "analysis", "comparisons", "claim", "caveats", "confirmatory", "decoding"}
+
+
 def parse_experiments(data, path: Path) -> list[Experiment]:
     """Experiments from the parsed YAML, each field checked; a problem names the file, experiment and field."""
     if not isinstance(data, dict) or not data:
         _fail(path, "top level", "expected a mapping of experiment names to their definitions")
-    experiments, same_as_of = [], {}  # (experiment, run) -> "EXPERIMENT/RUN" it is the same as
-    for name, spec in data.items():
-        where = f"experiment {name!r}"
-        if not isinstance(spec, dict):
-            _fail(path, where, "expected a mapping with model, question, metrics, design and runs")
-        known = {"model", "question", "metrics", "design", "budget", "base", "runs", "profile", "control", "sweep",
-                 "choose_on", "analysis", "comparisons", "claim", "caveats", "confirmatory", "decoding"}
-        for key in spec:
-            if key not in known:
-                _fail(path, f"{where}, field {key!r}", f"unknown field; the fields are {', '.join(sorted(known))}")
-        model = spec.get("model")
-        if not isinstance(model, str) or model not in CONFIGS:
-            _fail(path, f"{where}, field 'model'", f"must be one of {', '.join(CONFIGS)}, not {model!r}")
-        for key in ("question", "budget"):
-            if not isinstance(spec.get(key), str) or not spec[key].strip():
-                _fail(path, f"{where}, field {key!r}", "must be a non-empty sentence")
-        design = spec.get("design")
-        if not isinstance(design, str) or design not in DESIGNS:
-            _fail(path, f"{where}, field 'design'", f"must be one of {', '.join(DESIGNS)}, not {design!r}")
-        known_metrics = FINAL_METRICS[model] + EPOCH_METRICS[model]
-        metrics = spec.get("metrics")
-        if not isinstance(metrics, list) or not metrics or any(m not in known_metrics for m in metrics):
-            _fail(path, f"{where}, field 'metrics'", f"must be a list drawn from {', '.join(known_metrics)}")
-        profile = spec.get("profile", "full")
-        if not isinstance(profile, str) or profile not in PROFILES[model]:
-            _fail(path, f"{where}, field 'profile'", f"must be one of {', '.join(PROFILES[model])}")
-        fields = {f.name for f in dataclasses.fields(CONFIGS[model])}
-        base = spec.get("base") or {}
-        runs_spec = spec.get("runs")
-        if not isinstance(base, dict) or any(k not in fields for k in base):
-            _fail(path, f"{where}, field 'base'", f"must map config fields of {model} to values")
-        if not isinstance(runs_spec, dict) or not runs_spec:
-            _fail(path, f"{where}, field 'runs'", "must map run names to their config overrides")
-        runs = []
-        for run_name, overrides in runs_spec.items():
-            run_where = f"{where}, run {run_name!r}"
-            if not isinstance(overrides, (dict, type(None))):
-                _fail(path, run_where, f"must map config fields to values ({{}} for none), not {overrides!r}")
-            overrides = dict(overrides or {})
-            arm = str(overrides.pop("arm", name if design in ("seeds", "decoding") else run_name))  # one arm
-            same_as = overrides.pop("same_as", None)
-            if same_as is not None and (overrides or not isinstance(same_as, str) or same_as.count("/") != 1):
-                _fail(path, run_where, "same_as takes EXPERIMENT/RUN, a run of another experiment trained with "
-                                       "the same config, and no other overrides")
-            for key in overrides:
-                if key not in fields:
-                    _fail(path, run_where, f"{key!r} is not a config field of {model}")
-            if run_name == MAIN_RUN and (overrides or base or profile != "full"):
-                _fail(path, run_where, "the main run takes the default config: no overrides, no base, full profile")
-            if same_as is not None:
-                same_as_of[name, run_name] = same_as
-            folder = MAIN_RUN if run_name == MAIN_RUN else f"{name}-{run_name}"
-            try:
-                check_run_name(folder)
-            except PipelineError as e:
-                _fail(path, run_where, str(e))
-            runs.append(RunSpec(str(run_name), arm, {**base, **overrides}, folder))
-        if spec.get("analysis") not in (None, *ANALYSES):
-            _fail(path, f"{where}, field 'analysis'", f"must be one of {', '.join(ANALYSES)}")
-        if design == "deletion" and (model != "cls" or [r.name for r in runs] != [MAIN_RUN]):
-            _fail(path, f"{where}, field 'runs'", "the deletion test reads the main ResNet run: runs: {main: {}}")
-        caveats = spec.get("caveats", [])
-        if not isinstance(caveats, list) or not all(isinstance(c, str) and c.strip() for c in caveats):
-            _fail(path, f"{where}, field 'caveats'", "must be a list of sentences")
-        if not isinstance(spec.get("claim", ""), str):
-            _fail(path, f"{where}, field 'claim'", "must be a sentence")
-        if not isinstance(spec.get("confirmatory", False), bool):
-            _fail(path, f"{where}, field 'confirmatory'", "must be true or false")
-        arms = {r.arm for r in runs}
-        comparisons = []
-        for i, item in enumerate(spec.get("comparisons") or []):
-            if not isinstance(item, dict) or item.get("arm") not in arms or item.get("against") not in arms \
-                    or item.get("expect") not in (None, "higher", "lower") or set(item) - {"arm", "against", "expect"}:
-                _fail(path, f"{where}, field 'comparisons', item {i + 1}",
-                      "must be {arm: ARM, against: ARM, expect: higher or lower (optional)} with arms of the runs")
-            comparisons.append((item["arm"], item["against"], item.get("expect")))
-        experiment = Experiment(str(name), model, spec["question"].strip(), metrics, design, spec["budget"].strip(),
-                                runs, profile, spec.get("control"), spec.get("sweep"), spec.get("choose_on"),
-                                spec.get("analysis"), tuple(comparisons), spec.get("claim", "").strip(),
-                                tuple(c.strip() for c in caveats), dict(base), spec.get("confirmatory", False),
-                                _decoding_grid(spec, design, model, path, where))
-        for run in runs:
-            try:
-                experiment.config(run)
-            except PipelineError as e:
-                _fail(path, f"{where}, run {run.name!r}", str(e))
-        if design == "ablation" and not comparisons and (not isinstance(experiment.control, str)
-                                                           or experiment.control not in arms):
-            _fail(path, f"{where}, field 'control'", "must name one of the arms of the runs")
-        if design == "decoding":
-            if experiment.default_setting() not in experiment.settings():
-                _fail(path, f"{where}, field 'decoding'", "the grid must include the recipe's own beam_size and "
-                      "length_penalty: a setting is chosen only when it beats the default")
-            if metrics[0] != "val_bleu":
-                _fail(path, f"{where}, field 'metrics'", "a decoding experiment chooses on val_bleu: list it first")
-        if design == "sweep":
-            if not isinstance(experiment.sweep, str) or experiment.sweep not in fields:
-                _fail(path, f"{where}, field 'sweep'", f"must name the config field of {model} that is varied")
-            default = experiment.default_value()
-            if not any(getattr(experiment.config(r), experiment.sweep) == default for r in runs):
-                _fail(path, f"{where}, field 'runs'", f"a sweep must include the default {experiment.sweep} = "
-                                                      f"{default}: a value is chosen only when it beats the default")
-            if not isinstance(experiment.choose_on, str) or experiment.choose_on not in EPOCH_METRICS[model] \
-                    or not experiment.choose_on.startswith("val_"):
-                _fail(path, f"{where}, field 'choose_on'", "must be a validation score (val_...): the test set "
-                                                           "chooses nothing")
-        experiments.append(experiment)
+    same_as_of: dict = {}  # (experiment, run) -> "EXPERIMENT/RUN" it is the same as
+    experiments = [_parse_experiment(str(name), spec, path, same_as_of) for name, spec in data.items()]
     experiments = [_resolve_same_as(e, experiments, same_as_of, path) for e in experiments]
     for e in (e for e in experiments if e.design == "decoding"):
         recipes = {repr({k: v for k, v in dataclasses.asdict(e.config(r)).items() if k != "seed"}) for r in e.runs}
@@ -212,6 +111,148 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
                   "the runs of a decoding experiment must share one recipe (same_as included) and differ only in "
                   "their seed")
     return experiments
+
+
+def _parse_experiment(name: str, spec, path: Path, same_as_of: dict) -> Experiment:
+    """One experiment: its fields, its runs and comparisons, then what its design requires."""
+    where = f"experiment {name!r}"
+    if not isinstance(spec, dict):
+        _fail(path, where, "expected a mapping with model, question, metrics, design and runs")
+    for key in spec:
+        if key not in KNOWN_FIELDS:
+            _fail(path, f"{where}, field {key!r}", f"unknown field; the fields are {', '.join(sorted(KNOWN_FIELDS))}")
+    model, design, metrics, profile, caveats = _checked_fields(spec, path, where)
+    base = spec.get("base") or {}
+    fields = {f.name for f in dataclasses.fields(CONFIGS[model])}
+    if not isinstance(base, dict) or any(k not in fields for k in base):
+        _fail(path, f"{where}, field 'base'", f"must map config fields of {model} to values")
+    runs = _parse_runs(name, spec, model, design, profile, base, path, same_as_of)
+    experiment = Experiment(name, model, spec["question"].strip(), metrics, design, spec["budget"].strip(),
+                            runs, profile, spec.get("control"), spec.get("sweep"), spec.get("choose_on"),
+                            spec.get("analysis"), _parse_comparisons(spec, {r.arm for r in runs}, path, where),
+                            spec.get("claim", "").strip(), tuple(c.strip() for c in caveats), dict(base),
+                            spec.get("confirmatory", False), _decoding_grid(spec, design, model, path, where))
+    for run in runs:
+        try:
+            experiment.config(run)
+        except PipelineError as e:
+            _fail(path, f"{where}, run {run.name!r}", str(e))
+    DESIGN_CHECKS.get(design, lambda *_: None)(experiment, path, where)
+    return experiment
+
+
+def _checked_fields(spec: dict, path: Path, where: str) -> tuple[str, str, list, str, list]:
+    """The fields every experiment has, each of the right kind: model, design, metrics, profile, caveats (and
+    question, budget, analysis, claim, confirmatory, checked here and read as they are)."""
+    model = spec.get("model")
+    if not isinstance(model, str) or model not in CONFIGS:
+        _fail(path, f"{where}, field 'model'", f"must be one of {', '.join(CONFIGS)}, not {model!r}")
+    for key in ("question", "budget"):
+        if not isinstance(spec.get(key), str) or not spec[key].strip():
+            _fail(path, f"{where}, field {key!r}", "must be a non-empty sentence")
+    design = spec.get("design")
+    if not isinstance(design, str) or design not in DESIGNS:
+        _fail(path, f"{where}, field 'design'", f"must be one of {', '.join(DESIGNS)}, not {design!r}")
+    known_metrics = FINAL_METRICS[model] + EPOCH_METRICS[model]
+    metrics = spec.get("metrics")
+    if not isinstance(metrics, list) or not metrics or any(m not in known_metrics for m in metrics):
+        _fail(path, f"{where}, field 'metrics'", f"must be a list drawn from {', '.join(known_metrics)}")
+    profile = spec.get("profile", "full")
+    if not isinstance(profile, str) or profile not in PROFILES[model]:
+        _fail(path, f"{where}, field 'profile'", f"must be one of {', '.join(PROFILES[model])}")
+    if spec.get("analysis") not in (None, *ANALYSES):
+        _fail(path, f"{where}, field 'analysis'", f"must be one of {', '.join(ANALYSES)}")
+    caveats = spec.get("caveats", [])
+    if not isinstance(caveats, list) or not all(isinstance(c, str) and c.strip() for c in caveats):
+        _fail(path, f"{where}, field 'caveats'", "must be a list of sentences")
+    if not isinstance(spec.get("claim", ""), str):
+        _fail(path, f"{where}, field 'claim'", "must be a sentence")
+    if not isinstance(spec.get("confirmatory", False), bool):
+        _fail(path, f"{where}, field 'confirmatory'", "must be true or false")
+    return model, design, metrics, profile, caveats
+
+
+def _parse_runs(name: str, spec: dict, model: str, design: str, profile: str, base: dict, path: Path,
+                same_as_of: dict) -> list[RunSpec]:
+    """The experiment's runs: arm, overrides (base included) and folder; `same_as` links noted in same_as_of."""
+    where = f"experiment {name!r}"
+    runs_spec = spec.get("runs")
+    if not isinstance(runs_spec, dict) or not runs_spec:
+        _fail(path, f"{where}, field 'runs'", "must map run names to their config overrides")
+    fields = {f.name for f in dataclasses.fields(CONFIGS[model])}
+    runs = []
+    for run_name, overrides in runs_spec.items():
+        run_where = f"{where}, run {run_name!r}"
+        if not isinstance(overrides, (dict, type(None))):
+            _fail(path, run_where, f"must map config fields to values ({{}} for none), not {overrides!r}")
+        overrides = dict(overrides or {})
+        arm = str(overrides.pop("arm", name if design in ("seeds", "decoding") else run_name))  # one arm
+        same_as = overrides.pop("same_as", None)
+        if same_as is not None and (overrides or not isinstance(same_as, str) or same_as.count("/") != 1):
+            _fail(path, run_where, "same_as takes EXPERIMENT/RUN, a run of another experiment trained with "
+                                   "the same config, and no other overrides")
+        for key in overrides:
+            if key not in fields:
+                _fail(path, run_where, f"{key!r} is not a config field of {model}")
+        if run_name == MAIN_RUN and (overrides or base or profile != "full"):
+            _fail(path, run_where, "the main run takes the default config: no overrides, no base, full profile")
+        if same_as is not None:
+            same_as_of[name, run_name] = same_as
+        folder = MAIN_RUN if run_name == MAIN_RUN else f"{name}-{run_name}"
+        try:
+            check_run_name(folder)
+        except PipelineError as e:
+            _fail(path, run_where, str(e))
+        runs.append(RunSpec(str(run_name), arm, {**base, **overrides}, folder))
+    return runs
+
+
+def _parse_comparisons(spec: dict, arms: set[str], path: Path, where: str) -> tuple:
+    comparisons = []
+    for i, item in enumerate(spec.get("comparisons") or []):
+        if not isinstance(item, dict) or item.get("arm") not in arms or item.get("against") not in arms \
+                or item.get("expect") not in (None, "higher", "lower") or set(item) - {"arm", "against", "expect"}:
+            _fail(path, f"{where}, field 'comparisons', item {i + 1}",
+                  "must be {arm: ARM, against: ARM, expect: higher or lower (optional)} with arms of the runs")
+        comparisons.append((item["arm"], item["against"], item.get("expect")))
+    return tuple(comparisons)
+
+
+# What each design requires beyond the fields every experiment has: one check per design.
+
+def _check_ablation(e: Experiment, path: Path, where: str) -> None:
+    if not e.comparisons and (not isinstance(e.control, str) or e.control not in {r.arm for r in e.runs}):
+        _fail(path, f"{where}, field 'control'", "must name one of the arms of the runs")
+
+
+def _check_deletion(e: Experiment, path: Path, where: str) -> None:
+    if e.model != "cls" or [r.name for r in e.runs] != [MAIN_RUN]:
+        _fail(path, f"{where}, field 'runs'", "the deletion test reads the main ResNet run: runs: {main: {}}")
+
+
+def _check_decoding(e: Experiment, path: Path, where: str) -> None:
+    if e.default_setting() not in e.settings():
+        _fail(path, f"{where}, field 'decoding'", "the grid must include the recipe's own beam_size and "
+              "length_penalty: a setting is chosen only when it beats the default")
+    if e.metrics[0] != "val_bleu":
+        _fail(path, f"{where}, field 'metrics'", "a decoding experiment chooses on val_bleu: list it first")
+
+
+def _check_sweep(e: Experiment, path: Path, where: str) -> None:
+    if not isinstance(e.sweep, str) or e.sweep not in {f.name for f in dataclasses.fields(CONFIGS[e.model])}:
+        _fail(path, f"{where}, field 'sweep'", f"must name the config field of {e.model} that is varied")
+    default = e.default_value()
+    if not any(getattr(e.config(r), e.sweep) == default for r in e.runs):
+        _fail(path, f"{where}, field 'runs'", f"a sweep must include the default {e.sweep} = "
+                                              f"{default}: a value is chosen only when it beats the default")
+    if not isinstance(e.choose_on, str) or e.choose_on not in EPOCH_METRICS[e.model] \
+            or not e.choose_on.startswith("val_"):
+        _fail(path, f"{where}, field 'choose_on'", "must be a validation score (val_...): the test set "
+                                                   "chooses nothing")
+
+
+DESIGN_CHECKS = {"ablation": _check_ablation, "deletion": _check_deletion, "decoding": _check_decoding,
+                 "sweep": _check_sweep}
 
 
 def _decoding_grid(spec: dict, design: str, model: str, path: Path, where: str) -> dict:
@@ -259,7 +300,7 @@ def load_experiments(path: Path | None = None) -> list[Experiment]:
     """The experiments of experiments.yaml (or of $PIPELINE_EXPERIMENTS), checked."""
     import yaml
 
-    path = path or EXPERIMENTS
+    path = path or Path(os.environ.get(EXPERIMENTS_FILE) or REPO / "experiments.yaml")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:

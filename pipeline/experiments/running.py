@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 
 from pipeline.config import FINAL, Paths, setting_key
 from pipeline.experiments.definitions import Experiment
+from pipeline.runtime import World
 
 
 
@@ -23,7 +23,7 @@ def train_missing(paths: Paths, experiments: list[Experiment]) -> None:
               paths, resume=True)
     if not todo:
         print("every experiment run has finished")
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone decodes and analyses
+    if not World.from_env().main:  # under torchrun, rank 0 alone decodes and analyses
         return
     for experiment in experiments:
         if experiment.design == "decoding":

@@ -135,6 +135,12 @@ def build_mt(paths: Paths) -> list[dict]:
                                               for kind in mt_figures.KIND_TITLES}}
                       for n, example in enumerate(attention_examples)],
     })
+    return figures + _attention_figures(out, entry, weights, attention_examples)
+
+
+def _attention_figures(out: Path, entry, weights, attention_examples: list[dict]) -> list[dict]:
+    """Heatmaps of every layer of the first examples, and of every head of the first."""
+    figures = []
     for n, example in enumerate(attention_examples[:HEATMAP_EXAMPLES]):
         source, target = example["source_tokens"], example["target_tokens"]
         for kind in mt_figures.KIND_TITLES:
@@ -231,7 +237,7 @@ def build_experiments(paths: Paths) -> list[dict]:
 BUILDERS = {"cls": build_cls, "mt": build_mt, "experiments": build_experiments}
 
 
-def run_record(paths: Paths, model: str) -> dict:
+def main_run_summary(paths: Paths, model: str) -> dict:
     """What the pages need of a run besides its metrics: config, provenance, epochs, final scores."""
     run_dir = paths.run(model)
     return {
@@ -249,7 +255,7 @@ def build_figures(paths: Paths, model: str) -> list[dict]:
     figures = BUILDERS[model](paths)
     write_json(paths.site_assets / model / FIGURES, figures)
     if model != "experiments":
-        write_json(paths.site_assets / model / "run.json", run_record(paths, model))
+        write_json(paths.site_assets / model / "run.json", main_run_summary(paths, model))
         record_timing(paths.site_assets / model, "figures_s", time.perf_counter() - t0)
     return figures
 

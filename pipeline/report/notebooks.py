@@ -25,25 +25,18 @@ def execute_notebooks(paths: Paths, names: list[str] | None = None) -> list[Path
         raise PipelineError(f"no notebook named {', '.join(unknown)} in {SOURCES}; there are {', '.join(known)}.")
     out_dir = paths.generated_docs / "notebooks"
     written = []
-    previous = os.environ.get("PIPELINE_ROOT")
-    os.environ["PIPELINE_ROOT"] = str(paths.root)  # the kernel inherits it
-    try:
-        for source in [SOURCES / f"{name}.py" for name in names or known]:
-            notebook = jupytext.read(source, fmt="py:percent")
-            notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-            client = NotebookClient(notebook, timeout=TIMEOUT_S, kernel_name="python3",
-                                    resources={"metadata": {"path": str(paths.root)}})
-            try:
-                client.execute()
-            except CellExecutionError as e:
-                raise PipelineError(f"{source} failed when executed against {paths.root}: "
-                                    f"{str(e).strip().splitlines()[-1]}") from None
-            target = out_dir / f"{source.stem}.ipynb"
-            write_text(target, nbformat.writes(notebook))
-            written.append(target)
-    finally:
-        if previous is None:
-            os.environ.pop("PIPELINE_ROOT", None)
-        else:
-            os.environ["PIPELINE_ROOT"] = previous
+    kernel_env = {**os.environ, "PIPELINE_ROOT": str(paths.root)}  # the kernel's, not this process's
+    for source in [SOURCES / f"{name}.py" for name in names or known]:
+        notebook = jupytext.read(source, fmt="py:percent")
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        client = NotebookClient(notebook, timeout=TIMEOUT_S, kernel_name="python3",
+                                resources={"metadata": {"path": str(paths.root)}})
+        try:
+            client.execute(env=kernel_env)
+        except CellExecutionError as e:
+            raise PipelineError(f"{source} failed when executed against {paths.root}: "
+                                f"{str(e).strip().splitlines()[-1]}") from None
+        target = out_dir / f"{source.stem}.ipynb"
+        write_text(target, nbformat.writes(notebook))
+        written.append(target)
     return written

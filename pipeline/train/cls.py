@@ -182,7 +182,7 @@ class ClsTask(Task):
     def _predict(self, images: torch.Tensor, tta: bool) -> torch.Tensor:
         return self.predictor(tta).logits(images)
 
-    def evaluate(self) -> dict:
+    def validate(self) -> dict:
         if not len(self.val_labels):
             return {}
         result = score(self._predict(self.val_images, self.config.val_tta), self.val_labels)

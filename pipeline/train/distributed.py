@@ -4,7 +4,6 @@ of a global batch, and sums over ranks. Without torchrun the world is one proces
 from __future__ import annotations
 
 import datetime
-import os
 
 import torch
 import torch.distributed as dist
@@ -17,10 +16,9 @@ def init(device_request: str, timeout_s: int = 1800) -> World:
     """The world torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK), its process group started: NCCL on CUDA,
     gloo on the CPU. A collective that waits longer than timeout_s (the other ranks, while rank 0 validates and
     tests) stops the run with an error. A plain `python -m pipeline` is a world of one."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size == 1:
-        return World()
-    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    world = World.from_env()
+    if not world.distributed:
+        return world
     if not dist.is_initialized():
         nccl = torch.cuda.is_available() and device_request in ("auto", "cuda")
         if nccl:

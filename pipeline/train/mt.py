@@ -188,7 +188,7 @@ class MtTask(Task):
                          length_extra=self.config.length_extra)
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
+    def validate(self) -> dict:
         if not self.val_pairs:
             return {}
         self.scored_model.eval()

@@ -66,8 +66,8 @@ class LossTrace:
 class Task:
     """One model's training as the epoch loop drives it. What both models set up alike is here: the processes,
     the device, the threads, the precision (rank 0 probes, the others take its answer) with its loss scaler, and
-    the optimiser step. Each model adds its data, network and optimiser, and train_one_epoch, evaluate (on the
-    validation split), test, state_dict and load_state_dict."""
+    the optimiser step. Each model adds its data, network and optimiser, and train_one_epoch, validate (the
+    validation split, after each epoch), test, state_dict and load_state_dict."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -105,7 +105,7 @@ class Task:
     def train_one_epoch(self, epoch: int) -> dict:
         raise NotImplementedError
 
-    def evaluate(self) -> dict:
+    def validate(self) -> dict:
         raise NotImplementedError
 
     def test(self, run_dir: Path) -> dict:
@@ -175,8 +175,16 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
 
     Under torchrun every rank trains its share of each batch; rank 0 alone validates, scores, writes the
     files and prints, while the others wait. Returns the final scores (empty on the other ranks)."""
-    config, world = task.config, task.world
     commit = git_commit()  # before the run writes anything
+    start_epoch, elapsed = _start(task, model_name, run_dir, resume, commit)
+    elapsed = _train_epochs(task, model_name, run_dir, start_epoch, elapsed)
+    return _finish(task, model_name, run_dir, elapsed)
+
+
+def _start(task: Task, model_name: str, run_dir: Path, resume: bool, commit: str) -> tuple[int, float]:
+    """Resume from the checkpoint (same config, same kind of device and processes) or start afresh (stale files
+    removed, config and provenance written); returns the first epoch to train and the training time so far."""
+    config, world = task.config, task.world
     checkpoint, metrics = run_dir / CHECKPOINT, run_dir / METRICS
     start_epoch, elapsed = 0, 0.0
     # Rank 0 alone decides whether to resume and reads the checkpoint; every rank gets its state from rank 0,
@@ -210,14 +218,20 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
                                                     getattr(config, "channels_last", None),
                                                     getattr(task, "precision_probe", None), world, commit))
     barrier(world)  # no rank starts before the stale files are gone
+    return start_epoch, elapsed
 
+
+def _train_epochs(task: Task, model_name: str, run_dir: Path, start_epoch: int, elapsed: float) -> float:
+    """The remaining epochs, each validated, logged and checkpointed by rank 0; returns the training time."""
+    config, world = task.config, task.world
+    checkpoint, metrics = run_dir / CHECKPOINT, run_dir / METRICS
     try:
         for epoch in range(start_epoch, config.epochs):
             t0 = time.perf_counter()
             record = {"epoch": epoch, **task.train_one_epoch(epoch)}
             t1 = time.perf_counter()
             if world.main:
-                record.update(task.evaluate())
+                record.update(task.validate())
             record["eval_s"] = round(time.perf_counter() - t1, 2)
             elapsed += time.perf_counter() - t0
             record["elapsed_s"] = round(elapsed, 2)
@@ -239,9 +253,13 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
             f"Interrupted. {checkpoint} holds the last finished epoch; run the same command with "
             "--resume (or `make train` again) to continue where it stopped."
         ) from None
+    return elapsed
 
+
+def _finish(task: Task, model_name: str, run_dir: Path, elapsed: float) -> dict:
+    """Rank 0 scores the test split once and writes final.json and the finished provenance."""
     final = {}
-    if world.main:
+    if task.world.main:
         t0 = time.perf_counter()
         final = task.test(run_dir)
         final.update(train_wall_s=round(elapsed, 2), test_wall_s=round(time.perf_counter() - t0, 2),
@@ -252,5 +270,5 @@ def run(task: Task, model_name: str, run_dir: Path, resume: bool = False) -> dic
         info["train_wall_s"] = round(elapsed, 2)
         write_json(run_dir / PROVENANCE, info)
         print(f"[{model_name}] test  {_fmt(final)}", flush=True)
-    barrier(world)
+    barrier(task.world)
     return final
