@@ -87,6 +87,14 @@ def test_the_numbers_the_readme_cites_are_the_run_files():
 
     cls = read("runs/cls/main/final.json")
     assert f"{cls['parameters']:,} parameters" in readme
+    mt = read("runs/mt/main/final.json")
+    machine = {(p["cpu_family"], p["cpu_model"], p["precision"]) for p in (read(f"runs/{m}/main/provenance.json")
+                                                                          for m in ("cls", "mt"))}
+    assert machine == {(6, 167, "bf16")} and "on the Intel Xeon (family 6, model 167), in bf16" in readme
+    assert (f"the ResNet-18 trained in {cls['train_wall_s'] / 60:.1f} min and the Transformer in "
+            f"{mt['train_wall_s'] / 60:.1f} min, and scoring their test sets took {cls['test_wall_s']:.0f} s and "
+            f"{mt['test_wall_s']:.0f} s, so `make train` there is about "
+            f"{(cls['train_wall_s'] + mt['train_wall_s']) / 60:.0f} min of training") in readme
     long = read("runs/mt/long/final.json")
     assert (f"8 epochs over {long['train_pairs']:,} training pairs took {long['train_wall_s'] / 60:.0f} min, "
             f"and scoring {long['test_sentences']:,} test sentences {long['test_wall_s'] / 60:.1f} min") in readme

@@ -261,6 +261,25 @@ def test_a_sweep_chooses_only_beyond_the_noise_and_says_whether_it_bracketed_its
     assert unstable["best"] == 0.5 and unstable["diverged"] == ["lr2.0"]
 
 
+def test_a_run_slowed_by_a_shared_host_costs_what_its_epochs_typically_cost():
+    from pipeline.compare.experiments import typical_train_s
+
+    def run(folder, sides, slow=1.0, cpu="Xeon", precision="bf16"):
+        seconds = {16: 130, 32: 260}
+        return {"folder": folder, "provenance": {"cpu": cpu, "cpu_family": 6, "cpu_model": 167, "device": "cpu",
+                                                 "precision": precision},
+                "epoch_seconds": [{"side": s, "train_s": slow * seconds[s], "eval_s": 10} for s in sides]}
+
+    runs = [run("short", [16, 32]), run("long", [16, 16, 32, 32]), run("slowed", [16, 32], slow=2.0),
+            run("other", [16, 32], slow=3.0, precision="fp32")]
+    typical = typical_train_s(runs)
+    assert typical["short"] == typical["slowed"] == 130 + 260 + 2 * 10  # the slowed run is the short one's recipe
+    assert typical["long"] == 2 * 130 + 2 * 260 + 4 * 10
+    assert typical["other"] == 3 * (130 + 260) + 2 * 10  # another precision pools with no one
+    runs[0]["epoch_seconds"][0]["train_s"] = None
+    assert typical_train_s(runs)["short"] is None
+
+
 def test_a_sweep_must_include_its_default(tmp_path):
     data = copy.deepcopy(SWEEP)
     del data["sweep"]["runs"]["lr0.15"]

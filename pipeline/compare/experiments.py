@@ -64,6 +64,8 @@ def read_run(paths: Paths, experiment: Experiment, run: RunSpec) -> dict | None:
             "curves": {m: [r.get(m) for r in epochs] for m in EPOCH_METRICS[experiment.model]},
             "loss_trace": [point for r in epochs for point in r.get("loss_trace", [])],
             "train_wall_s": final["train_wall_s"], "commit": provenance["git_commit"],
+            "epoch_seconds": [{"side": r.get("resolution"), "train_s": r.get("train_s"), "eval_s": r.get("eval_s") or 0}
+                              for r in epochs],
             "bleu_signature": final.get("bleu_signature", ""),
             **({"changed_by_padding": final["outputs_changed_by_padding"], "test_sentences": final["test_sentences"]}
                if "outputs_changed_by_padding" in final else {}),
@@ -214,6 +216,34 @@ def decoded_runs(paths: Paths, experiment: Experiment, records: list[dict]) -> d
 def _machine(provenance: dict) -> str:
     """A CPU as "name (family F, model M)"."""
     return f"{provenance.get('cpu')} (family {provenance.get('cpu_family')}, model {provenance.get('cpu_model')})"
+
+
+def typical_train_s(records: list[dict]) -> dict[str, float | None]:
+    """Each run's training time had its every epoch taken the median time of the epochs at its image side (and
+    the median validation), over the runs that trained on its CPU kind, device and precision: a run slowed by a
+    shared host costs what its recipe costs there, so runs of different lengths can be set against their time.
+    None where a run's epochs record no time."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(_where(r), []).append(r)
+    typical: dict[str, float | None] = {}
+    for runs in groups.values():
+        epochs = [e for r in runs for e in r["epoch_seconds"] if e["train_s"] is not None]
+        by_side: dict = {}
+        for e in epochs:
+            by_side.setdefault(e["side"], []).append(e["train_s"])
+        evaluation = float(np.median([e["eval_s"] for e in epochs])) if epochs else 0.0
+        for r in runs:
+            timed = r["epoch_seconds"] and all(e["train_s"] is not None for e in r["epoch_seconds"])
+            typical[r["folder"]] = (sum(float(np.median(by_side[e["side"]])) + evaluation
+                                        for e in r["epoch_seconds"]) if timed else None)
+    return typical
+
+
+def _where(record: dict) -> str:
+    """A run's CPU kind, device and precision: the runs whose times can be pooled."""
+    p = record["provenance"]
+    return f"{_machine(p)}, {p.get('device')}, {p.get('precision')}"
 
 
 def runs_mix(records: list[dict]) -> dict:
@@ -405,6 +435,10 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         if not decodes:
             return None
     held = experiment.confirmatory and not complete
+    typical = typical_train_s(records)
+    for r in records:
+        r["typical_train_s"] = typical[r["folder"]]
+        del r["epoch_seconds"]  # only the typical time reads them
     comparisons = []
     if experiment.design == "ablation" and not held:
         comparisons = _ablation_comparisons(experiment, records, arms, items, spreads)

@@ -216,7 +216,12 @@ def build_experiments(paths: Paths) -> list[dict]:
                                  f"Scores against {result['sweep']} and training time",
                                  f"The last {', '.join(scored)} of each value of {result['sweep']} (the mean of its "
                                  "runs), against the value and against the minutes of training it took on the "
-                                 "machines the table of runs names. Test scores are shown, never used to choose.",
+                                 "machines the table of runs names" + (
+                                     ": typical minutes, each epoch taken at the median time of the epochs at its "
+                                     "image side among the runs on the same CPU kind and precision, so a run slowed "
+                                     "by a shared host does not move its point (the table gives the measured ones)"
+                                     if experiment_figures.has_typical_times(result) else "")
+                                 + ". Test scores are shown, never used to choose.",
                                  f"Two line charts of {', '.join(scored)}: against {result['sweep']} and against "
                                  "minutes of training.", "scores"))
         if "gradient_norms" in result:

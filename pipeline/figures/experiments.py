@@ -57,15 +57,24 @@ def overlaid_curves(result: dict, metrics: list[str], path: Path) -> Path:
     return save(fig, path)
 
 
+def has_typical_times(result: dict) -> bool:
+    """Whether every run of an experiment has a typical training time (see compare's typical_train_s)."""
+    return all(r.get("typical_train_s") is not None for r in result["runs"])
+
+
 def sweep_scores(result: dict, metrics: list[str], path: Path) -> Path:
     """A sweep's last scores against the swept value (left) and against the minutes of training they cost (right):
-    one point per value, the mean of its runs; each right-hand point is labelled with its value."""
+    one point per value, the mean of its runs; each right-hand point is labelled with its value. The minutes are
+    the runs' typical ones (each epoch at the median time of its image side on that machine) where every run has
+    them, so a run slowed by a shared host does not move its point; else the measured ones."""
     field = result["sweep"]
     by_value: dict[float, list[dict]] = {}
     for run in result["runs"]:
         by_value.setdefault(run["config"][field], []).append(run)
     values = sorted(by_value)
-    minutes = [np.mean([r["train_wall_s"] for r in by_value[v]]) / 60 for v in values]
+    typical = has_typical_times(result)
+    seconds = "typical_train_s" if typical else "train_wall_s"
+    minutes = [np.mean([r[seconds] for r in by_value[v]]) / 60 for v in values]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, metric in enumerate(metrics):
         scale = 100 if metric in PERCENT or metric.endswith("_accuracy") else 1
@@ -77,7 +86,8 @@ def sweep_scores(result: dict, metrics: list[str], path: Path) -> Path:
     if max(values) / max(min(values), 1e-12) > 20:
         axes[0].set_xscale("log")
     axes[0].set_xlabel(field)
-    axes[1].set_xlabel("minutes of training (each point labelled with its " + field + ")")
+    axes[1].set_xlabel(("typical " if typical else "") + "minutes of training (each point labelled with its "
+                       + field + ")")
     for ax in axes:
         ax.set_ylabel("score (% for accuracies)")
         ax.legend(fontsize=8)
