@@ -219,7 +219,7 @@ def _machine(provenance: dict) -> str:
 
 
 def typical_train_s(records: list[dict]) -> dict[str, float | None]:
-    """Each run's training time had its every epoch taken the median time of the epochs at its image side (and
+    """Each run's training time with every epoch taken at the median time of the epochs at its image side (plus
     the median validation), over the runs that trained on its CPU kind, device and precision: a run slowed by a
     shared host costs what its recipe costs there, so runs of different lengths can be set against their time.
     None where a run's epochs record no time."""
