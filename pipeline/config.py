@@ -166,7 +166,9 @@ class ClsConfig:
         "down-right")
     shortcuts: bool = option(True, "the residual connection of every block; false gives the plain network")
     depth: int = option(18, "18 or 34 layers (BasicBlocks per stage 2-2-2-2 or 3-4-6-3)")
-    width: int = option(64, "channels of the first stage, doubled in each of the next three (64: the standard ResNet)")
+    width: int = option(
+        64,
+        "channels of the first stage, doubled in each of the next three (64: the standard ResNet; at least 8)")
     projection_shortcuts: bool = option(
         True,
         "1x1 convolution shortcuts where the shape changes; false: parameter-free zero-padded ones, so a plain "
@@ -385,6 +387,13 @@ def spread_ramp(epochs: int) -> str:
     return ",".join(sides[round(i * (len(sides) - 1) / (epochs - 1))] for i in range(epochs))
 
 
+# The narrowest ResNet accepted. oneDNN's AVX2 backward-weights kernel for a stride-2 1x1 convolution in NHWC with
+# fewer input channels than its block of 8 writes past its workspace (oneDNN issue #6035): it hangs, crashes or
+# returns wrong weight gradients. The first projection shortcut of a net of width w is such a convolution from w
+# channels, so from 8 channels up no accepted config reaches it, on any CPU and in either layout.
+MIN_WIDTH = 8
+
+
 def validate(config):
     """Refuse values no run could use, in words."""
     if config.device not in ("auto", "cpu", "cuda", "mps"):
@@ -412,8 +421,11 @@ def validate(config):
             raise PipelineError(f"--ema must lie in [0, 1), got {config.ema}.")
         if config.depth not in (18, 34):
             raise PipelineError(f"--depth must be 18 or 34, not {config.depth}.")
-        if config.width < 1:
-            raise PipelineError(f"--width must be at least 1, got {config.width}.")
+        if config.width < MIN_WIDTH:
+            raise PipelineError(
+                f"--width must be at least {MIN_WIDTH}, got {config.width}: a narrower net's first projection "
+                f"shortcut is a stride-2 1x1 convolution with fewer than {MIN_WIDTH} input channels, which oneDNN's "
+                "AVX2 kernel (every CPU without AVX-512) trains wrongly, or hangs or crashes in (oneDNN issue #6035).")
     if isinstance(config, MtConfig):
         if config.d_model % config.heads:
             raise PipelineError(f"--d_model {config.d_model} must be a multiple of --heads {config.heads}.")

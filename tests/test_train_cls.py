@@ -259,7 +259,7 @@ def test_bench_reads_a_run_written_before_newer_fields_and_prints_every_part(cif
 def test_an_fp16_run_resumes_with_its_own_loss_scaler_whatever_would_be_chosen_today(cifar_root, monkeypatch):
     """The first run trained in fp16 with loss scaling; on resuming, today's choice would be fp32 (no scaler).
     The stored precision must come back before the scaler, so the scaler is the stored, enabled one."""
-    paths, config = Paths(cifar_root), make_config("cls", "full", [*TINY, "--epochs", "2", "--width", "4"])
+    paths, config = Paths(cifar_root), make_config("cls", "full", [*TINY, "--epochs", "2", "--width", "8"])
     monkeypatch.setattr(runner, "resolve_precision", lambda *args, **kwargs: ("fp16", {}))
     first = ClsTask(config, paths)
     interrupt_at(monkeypatch, first, 1)

@@ -27,7 +27,7 @@ def _task(model: str, root, precision: str):
     if model == "cls":
         write_cifar_archive(root / "data" / "cifar-10-python.tar.gz", cifar_members(per_batch=40))
         config = make_config("cls", "smoke", ["--train_limit", "16", "--batch_size", "8", "--val_size", "16",
-                                              "--width", "4", "--precision", precision])
+                                              "--width", "8", "--precision", precision])
         return ClsTask(config, Paths(root))
     write_tiny_corpus(root / "tiny.tsv")
     config = make_config("mt", "smoke", ["--corpus", str(root / "tiny.tsv"), "--tokens_per_batch", "400",
