@@ -92,16 +92,37 @@ $(DEV_INSTALLED): $(DEV_LOCK) $(INSTALLED)
 	$(VENV)/bin/python -m pip install --quiet --require-hashes --no-deps -r $(DEV_LOCK)
 	touch $@
 
-# pip-tools lives in an environment of its own inside .venv, apart from the locked packages.
+# uv lives in an environment of its own inside .venv, apart from the locked packages. It resolves one universal lock
+# for every platform and Python at once: markers keep the CUDA wheels to Linux, and plain pip evaluates them.
+# Versions already in a lock are kept where they still fit, so a refresh moves only what it must.
 LOCK_TOOLS := $(VENV)/lock-tools
-PIP_COMPILE := $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
-	--no-emit-index-url --no-emit-find-links --constraint requirements/constraints.in
+UV := $(LOCK_TOOLS)/bin/uv
+UV_COMPILE := $(UV) pip compile --quiet --universal --generate-hashes --python-version 3.11 \
+	--constraint requirements/constraints.in pyproject.toml
+# Where the locks must install: macOS on Apple silicon (torch's Mac wheels need macOS 14), Linux x86_64 and ARM.
+LOCK_PLATFORMS := aarch64-apple-darwin x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu
+LOCK_PYTHONS := 3.11 3.12 3.13
 
-lock: ## refresh requirements/*.lock from pyproject.toml (after changing a dependency; then make setup)
+$(UV): requirements/lock-tools.txt
 	test -x $(LOCK_TOOLS)/bin/python || $(PYTHON) -m venv $(LOCK_TOOLS)
-	$(LOCK_TOOLS)/bin/python -m pip install --quiet pip-tools
-	$(PIP_COMPILE) --extra site -o $(RUN_LOCK) pyproject.toml
-	$(PIP_COMPILE) --extra site --extra dev -o $(DEV_LOCK) pyproject.toml
+	$(LOCK_TOOLS)/bin/python -m pip install --quiet --require-hashes --no-deps -r requirements/lock-tools.txt
+	touch $@
+
+lock: $(UV) ## refresh requirements/*.lock from pyproject.toml (after changing a dependency; then make setup)
+	$(UV_COMPILE) --extra site -o $(RUN_LOCK)
+	$(UV_COMPILE) --extra site --extra dev -o $(DEV_LOCK)
+
+# Resolves each lock for each platform and Python without that hardware and without downloading a wheel (it needs
+# the package index, so CI runs it and the offline test suite does not).
+lock-check: $(UV) ## check that both locks install on macOS arm64 and Linux x86_64/aarch64, CPython 3.11-3.13
+	@failed=; for lock in $(RUN_LOCK) $(DEV_LOCK); do for platform in $(LOCK_PLATFORMS); do \
+	  for python in $(LOCK_PYTHONS); do \
+	    if MACOSX_DEPLOYMENT_TARGET=14.0 $(UV) pip install --quiet --dry-run --no-deps --require-hashes \
+	        --python-platform $$platform --python-version $$python --target $(LOCK_TOOLS)/dry-run -r $$lock \
+	        >$(LOCK_TOOLS)/dry-run.log 2>&1; then echo "ok      $$lock  $$platform  CPython $$python"; \
+	    else echo "FAILED  $$lock  $$platform  CPython $$python:"; sed 's/^/        /' $(LOCK_TOOLS)/dry-run.log; \
+	      failed=1; fi; \
+	  done; done; done; test -z "$$failed"
 
 # The stage targets run Make again, so that in `make train report` they see the runs `make train` just made (which
 # runs are here is read when Make starts).
@@ -202,4 +223,4 @@ clean: ## remove every checkpoint, test output and evaluation and the built site
 	rm -rf $(ROOT)/site
 	find $(ROOT)/runs -depth \( -name checkpoint.pt -o -name 'test_outputs.*' -o -name eval \) -exec rm -rf {} + 2>/dev/null || true
 
-.PHONY: help setup lock report train train-cls train-mt figures experiments pages offline-search site serve deploy bench-cls bench-mt test test-quick clean
+.PHONY: help setup lock lock-check report train train-cls train-mt figures experiments pages offline-search site serve deploy bench-cls bench-mt test test-quick clean

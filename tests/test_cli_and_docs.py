@@ -10,6 +10,7 @@ import zipfile
 
 import pytest
 import yaml
+from packaging.markers import Marker
 
 from pipeline.__main__ import build_parser, main
 from pipeline.config import CONFIGS, REPO, PipelineError, field_help, make_config, options_table
@@ -184,11 +185,13 @@ def test_notebooks_stage_executes_only_the_notebooks_named(tmp_path, monkeypatch
 
 
 def _locked(name: str) -> dict[str, str]:
+    """A lock's pins for this interpreter and platform (its environment markers evaluated as pip evaluates them);
+    every pin carries its hashes."""
     text = (REPO / "requirements" / name).read_text()
-    pins = dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+) \\$", text, flags=re.M))
-    blocks = re.split(r"\n(?=[A-Za-z0-9._-]+==)", text.split("\n\n", 1)[1])
-    assert all("--hash=sha256:" in block for block in blocks if "==" in block.split("\n")[0]), name
-    return {k.lower().replace("_", "-"): v for k, v in pins.items()}
+    pins = re.findall(r"^([A-Za-z0-9._-]+)==([^\s;]+)(?: ; ([^\\]+))? \\$", text, flags=re.M)
+    blocks = re.split(r"\n(?=[A-Za-z0-9._-]+==)", text)[1:]
+    assert pins and len(blocks) == len(pins) and all("--hash=sha256:" in block for block in blocks), name
+    return {k.lower().replace("_", "-"): v for k, v, marker in pins if not marker or Marker(marker).evaluate()}
 
 
 def test_the_environment_is_the_lock():
