@@ -211,13 +211,17 @@ bench-cls: $(SETUP) ## train the default ResNet run, print its table, time a pla
 bench-mt: $(SETUP) ## train the default Transformer run, print its table and test scores, time its beam search batched and one sentence at a time
 	$(PY) -m pipeline bench mt $(MT_ARGS)
 
+# pytest-xdist spreads the tests over the cores (TEST_WORKERS=1: one process); the slowest are listed at the end.
+TEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=12
+
 test: $(DEV_SETUP) ## lint, then run the whole test suite (CPU, no real data; CI runs this)
 	$(PY) -m ruff check pipeline tests
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-quick: $(DEV_SETUP) ## the tests that take seconds, for the edit loop (not the slow end-to-end or browser ones)
 	$(PY) -m ruff check pipeline tests
-	$(PY) -m pytest -q -m "not slow and not browser"
+	$(PYTEST) -m "not slow and not browser"
 
 clean: ## remove every checkpoint, test output and evaluation and the built site (keeps the committed runs' metrics and the report)
 	rm -rf $(ROOT)/site

@@ -7,11 +7,17 @@ stages: train MODEL, bench MODEL, split FOLDER, experiments [NAME ...], evaluate
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 
 from pipeline.config import CONFIGS, MAIN_RUN, MODEL_TITLES, PROFILES, OptionParser, PipelineError, \
     add_config_options, default_paths, make_config
+
+# Apple's MPS lacks a few kernels: with this set, an op it lacks runs on the CPU instead, and torch prints a warning
+# naming the op. torch reads it once, when it is imported, so it is set here, before any stage imports torch.
+if sys.platform == "darwin":
+    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 
 def build_parser() -> OptionParser:

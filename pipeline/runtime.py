@@ -78,31 +78,36 @@ def machine_key(model: str = "cls", device: torch.device = torch.device("cpu")) 
     recorded answers stay valid."""
     cpu, flags = cpu_info()
     ids = cpu_ids()
-    gpu = [f"gpu={torch.cuda.get_device_name(device)}"] if device.type == "cuda" else []
+    gpu = [f"gpu={torch.cuda.get_device_name(device)}"] if device.type == "cuda" else \
+        ["device=mps"] if device.type == "mps" else []
     return " | ".join([*([] if model == "cls" else [model]), cpu, *(f"{k}={v}" for k, v in ids.items()),
                        ",".join(f for f in SPEED_FLAGS if f in flags), f"threads={torch.get_num_threads()}",
                        *gpu, f"torch={torch.__version__}"])
 
 
 def probe_candidates(device: torch.device) -> tuple[str, ...]:
-    """The precisions the probe times on a device: fp32 and bf16 on the CPU; on CUDA fp16 too, and bf16 only
-    where the GPU has it."""
+    """The precisions the probe times on a device: fp32 and bf16 on the CPU and on Apple's MPS (fp16 there would
+    need loss scaling, whose MPS kernels were still being fixed in 2026); on CUDA fp16 too, and bf16 only where the
+    GPU has it."""
     if device.type == "cuda":
         return ("fp32", "bf16", "fp16") if torch.cuda.is_bf16_supported() else ("fp32", "fp16")
-    return ("fp32", "bf16") if device.type == "cpu" else ()
+    return ("fp32", "bf16") if device.type in ("cpu", "mps") else ()
 
 
 def resolve_precision(requested: str, device: torch.device, rate=None, cache: Path | None = None,
                       model: str = "cls") -> tuple[str, dict]:
     """The precision to train `model` in, and what was measured to choose it.
 
-    "auto" on the CPU or a CUDA GPU times a few training steps in each of probe_candidates(device) with
+    "auto" on the CPU, a CUDA GPU or Apple's MPS times a few training steps in each of probe_candidates(device) with
     `rate(precision)` (images/s for the ResNet, tokens/s for the Transformer) and takes the fastest reduced
     precision only where it is clearly faster than fp32 (on some CPUs with avx512_bf16 bf16 is slower, on CPUs
     without bf16 instructions many times slower; on an H200 the ResNet trained fastest in fp32 with TF32). The
     answer is recorded per machine and model in `cache` and reused, so two runs on one machine never train in
     different precisions because a timing wobbled; delete the file to probe again. Without a probe: bf16 on the
-    CPU, fp16 on CUDA, else fp32 (autocast has no kernels for MPS here)."""
+    CPU, fp16 on CUDA, else fp32."""
+    if requested == "fp16" and device.type == "mps":
+        raise PipelineError("--precision fp16 needs loss scaling, which this project does not trust on Apple's MPS "
+                            "yet; use --precision bf16 or fp32 there (or auto, which times both).")
     if requested != "auto":
         return requested, {}
     candidates = probe_candidates(device)
@@ -132,6 +137,8 @@ def synchronize(device: torch.device | None) -> None:
     """Wait for the device's queued work, so a clock read after it measures the work (CUDA runs ahead)."""
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device is not None and device.type == "mps":
+        torch.mps.synchronize()
 
 
 def steps_per_second(step, steps: int, warmup: int = 1, device: torch.device | None = None) -> float:
@@ -153,7 +160,7 @@ def loss_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
 
 def autocast(device: torch.device, precision: str):
     """Autocast to bf16 or fp16 where the device supports it; otherwise a context that changes nothing."""
-    if precision == "fp32" or device.type not in ("cpu", "cuda"):
+    if precision == "fp32" or device.type not in ("cpu", "cuda", "mps"):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import io
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +53,18 @@ def write_cifar_archive(path: Path, members: dict[str, dict]) -> Path:
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
     return path
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (make test) the workers share the cores: each worker's torch, and every process a test
+    starts, takes its share of the threads, so that two workers never fight over one core."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -245,3 +261,25 @@ def committed_digest() -> dict[str, str]:
             for name in listed if name and (REPO / name).is_file() and not (REPO / name).is_symlink()}
 
 
+
+
+MAIN_RUNS = ("runs/cls/main", "runs/mt/main")
+# What the committed report's checks read: the report, the runs it was made from, and the pages that cite them.
+REPORT_FILES = ("runs", "site_assets", "docs", "README.md", "BENCHMARKS.md", "experiments.yaml")
+
+
+@functools.lru_cache(maxsize=1)
+def committed_report_root() -> Path:
+    """Where the committed report lies: this checkout, unless a main run was trained again here (`make train
+    report` on another machine changes its committed files); then HEAD's copy of the report, its runs and the
+    README, so the checks of what is committed still check what is committed."""
+    changed = subprocess.run(["git", "status", "--porcelain", "--", *MAIN_RUNS], cwd=REPO, capture_output=True,
+                             text=True)
+    if changed.returncode != 0 or not changed.stdout.strip():
+        return REPO
+    root = Path(tempfile.mkdtemp(prefix="committed-report-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    archive = subprocess.run(["git", "archive", "HEAD", *REPORT_FILES], cwd=REPO, capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(root, filter="data")
+    return root

@@ -9,7 +9,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# One xdist worker builds the tiny site (the session fixture `built`) for every test that reads it.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("built")]
 
 # Debian's chromium here and in .ci/run; a hosted runner's preinstalled Chrome elsewhere.
 CHROMIUM = next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))),

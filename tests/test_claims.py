@@ -9,6 +9,7 @@ from pipeline.compare.insights import MIN_EVIDENCE, insight_tests, means_differ,
 from pipeline.config import REPO, Paths
 from pipeline.io import read_json, read_jsonl
 from pipeline.report.pages import context, environment
+from tests.conftest import committed_report_root
 
 
 def test_the_words_follow_the_tests():
@@ -21,19 +22,19 @@ def test_the_words_follow_the_tests():
 
 @pytest.fixture(scope="module")
 def ctx():
-    return context(Paths(REPO))
+    return context(Paths(committed_report_root()))
 
 
 def render(ctx, template="insights.md.j2"):
     """The page as the pipeline makes it: the comparison stage's tests recomputed from the (edited) numbers."""
-    main = REPO / "runs" / "cls" / "main"
+    main = committed_report_root() / "runs" / "cls" / "main"
     ctx = {**ctx, "insights": insight_tests(ctx["cls"]["metrics"], read_json(main / "config.json", "config"),
                                             ctx["cls"]["run"]["epochs"], ctx["mt"]["metrics"])}
     return " ".join(environment().get_template(template).render(ctx).split())
 
 
 def test_the_committed_insights_are_the_comparison_stages(ctx):
-    main = REPO / "runs" / "cls" / "main"
+    main = committed_report_root() / "runs" / "cls" / "main"
     assert ctx["insights"] == insight_tests(ctx["cls"]["metrics"], read_json(main / "config.json", "config"),
                                             read_jsonl(main / "metrics.jsonl"), ctx["mt"]["metrics"])
 

@@ -1,13 +1,15 @@
-"""The committed report (site_assets/ and docs/generated/) is consistent with itself and with the templates."""
+"""The committed report (site_assets/ and docs/generated/) is consistent with itself and with the templates. A main
+run trained again here changes the working tree's report; these checks read HEAD's then (committed_report_root)."""
 
 import json
 
 from PIL import Image
 
-from pipeline.config import REPO, Paths
+from pipeline.config import Paths
 from pipeline.report.pages import PAGES, number, percent, rendered_pages
+from tests.conftest import committed_report_root
 
-COMMITTED = Paths(REPO)
+COMMITTED = Paths(committed_report_root())
 
 
 def test_every_manifest_entry_exists_and_is_an_image():
@@ -48,7 +50,7 @@ def test_committed_benchmarks_are_what_the_run_files_give():
     """BENCHMARKS.md is written from the runs' files; a hand edit, or a run added without `make pages`, shows."""
     from pipeline.report.pages import BENCHMARKS, rendered_benchmarks
 
-    assert (REPO / BENCHMARKS).read_text(encoding="utf-8") == rendered_benchmarks(COMMITTED)
+    assert (COMMITTED.root / BENCHMARKS).read_text(encoding="utf-8") == rendered_benchmarks(COMMITTED)
 
 
 def test_no_committed_answer_rests_on_a_run_from_uncommitted_changes():
@@ -80,10 +82,10 @@ def test_no_page_shows_a_p_value_its_test_cannot_give():
 
 def test_the_numbers_the_readme_cites_are_the_run_files():
     """The README types in a few numbers about runs: each must be what the run's files say."""
-    readme = " ".join((REPO / "README.md").read_text().split())
+    readme = " ".join((COMMITTED.root / "README.md").read_text().split())
 
     def read(path):
-        return json.loads((REPO / path).read_text())
+        return json.loads((COMMITTED.root / path).read_text())
 
     cls = read("runs/cls/main/final.json")
     assert f"{cls['parameters']:,} parameters" in readme

@@ -19,7 +19,7 @@ from pipeline.io import load_arrays
 from pipeline.report.pages import cell, number, percent
 from tests.conftest import make, tree_digest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("built")]  # one worker builds `built` for all
 
 
 def test_every_manifest_figure_is_a_valid_image(built):
