@@ -377,6 +377,14 @@ def make_config(model: str, profile: str = "full", overrides: dict | list[str] |
     return validate(CONFIGS[model](**values))
 
 
+def image_sides(config: ClsConfig) -> list[int]:
+    """The image side (pixels) of each epoch: the ramp of resolutions, else low_res for the first low_res_epochs
+    and 32 after (the recipe before the ramp)."""
+    if config.resolutions:
+        return [int(side) for side in config.resolutions.split(",")]
+    return [config.low_res if epoch < config.low_res_epochs else 32 for epoch in range(config.epochs)]
+
+
 def spread_ramp(epochs: int) -> str:
     """The default ramp of image sides spread over `epochs`: epoch i of n takes the side at the same share of the
     way through the default's, so every ramp starts at its first side and ends at its last (for 8 epochs:

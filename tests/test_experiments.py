@@ -235,8 +235,10 @@ SWEEP = {"sweep": {"model": "cls", "question": "Q?", "metrics": ["val_accuracy"]
                             "lr2.0": {"lr": 2.0}}}}
 
 
-def _sweep(values, borrowed=0.01, diverged=()):
-    experiment = parse_experiments(copy.deepcopy(SWEEP), REPO / "x.yaml")[0]
+def _sweep(values, borrowed=0.01, diverged=(), exploratory=False):
+    spec = copy.deepcopy(SWEEP)
+    spec["sweep"]["exploratory"] = exploratory
+    experiment = parse_experiments(spec, REPO / "x.yaml")[0]
     records = [_record(f"lr{lr}", f"lr{lr}", v, 0, f"lr{lr}" in diverged, lr) for lr, v in values.items()]
     arms = {str(r["config"]["lr"]): [r] for r in records}
     comparisons = []
@@ -259,6 +261,28 @@ def test_a_sweep_chooses_only_beyond_the_noise_and_says_whether_it_bracketed_its
     assert edge["best"] == 2.0 and edge["bracket"] == "high edge"
     unstable = _sweep({0.05: 0.60, 0.15: 0.70, 0.5: 0.75, 2.0: 0.90}, diverged=("lr2.0",))
     assert unstable["best"] == 0.5 and unstable["diverged"] == ["lr2.0"]
+
+
+def test_an_exploratory_sweep_reports_its_best_value_and_chooses_nothing():
+    lead = _sweep({0.05: 0.60, 0.15: 0.70, 0.5: 0.80, 2.0: 0.65}, exploratory=True)
+    assert lead["best"] == 0.5 and lead["exploratory"]
+    assert not lead["changed"] and lead["chosen_value"] == 0.15
+
+
+def test_holm_adjusts_a_family_and_a_verdict_only_survives_below_the_level():
+    from pipeline.compare.experiments import correct_family
+    from pipeline.compare.stats import holm
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])  # 3 * 0.01, max(2 * 0.03, 0.04 * 1)
+    assert holm([0.2]) == [0.2]
+
+    def comparison(p, verdict):
+        return {"metrics": [{"interval": {"p_value": p}, "verdict": verdict}], "verdict": verdict}
+
+    family = correct_family([comparison(0.001, "better"), comparison(0.026, "worse"), comparison(0.5, "no clear "
+                                                                                                  "difference")])
+    assert [c["verdict"] for c in family] == ["better", "no clear difference", "no clear difference"]
+    assert family[1]["metrics"][0]["interval"] == {"p_value": 0.026, "p_holm": 0.052, "family": 3}
 
 
 def test_a_run_slowed_by_a_shared_host_costs_what_its_epochs_typically_cost():

@@ -130,8 +130,10 @@ def seed_tests(metric: str, a: list[dict], b: list[dict], items: dict) -> list[d
 
 def test_sample_term(a: list[dict], b: list[dict], items: dict) -> dict | None:
     """The test-sample noise a verdict on CIFAR-10's test accuracy adds to the training noise (every seed scores
-    the same 10,000 images, so the spread over seeds does not hold it): the per-image difference of the two arms'
-    correctness, each averaged over its runs that kept per-image predictions. None where an arm has no such run."""
+    the same 10,000 images, so the spread over seeds holds only part of it: how each image's outcome varies from
+    seed to seed, not which images were drawn): the per-image difference of the two arms' correctness, each
+    averaged over its runs that kept per-image predictions. Adding it in full counts that part twice, so the
+    interval errs on the wide side. None where an arm has no such run."""
     kept_a = [r for r in a if items.get(r["folder"]) is not None]
     kept_b = [r for r in b if items.get(r["folder"]) is not None]
     if not kept_a or not kept_b:
@@ -188,9 +190,11 @@ def sweep_answer(experiment: Experiment, records: list[dict], comparisons: list[
         i = values.index(best)
         neighbours = [values[j] for j in (i - 1, i + 1) if 0 <= j < len(values)]
         bracket = "bracketed" if len(neighbours) == 2 else ("low edge" if i == 0 else "high edge")
-    beating = [c for c in comparisons if c["verdict"] == "better"]
+    # An exploratory sweep is a lead for a confirmation: it reports its verdicts and chooses nothing.
+    beating = [c for c in comparisons if c["verdict"] == "better" and not experiment.exploratory]
     chosen = max(beating, key=lambda c: sign * c["mean"])["value"] if beating else None
-    return {"kind": "sweep", "metric": metric, "field": field, "default": default, "values_run": len(values),
+    return {"kind": "sweep", "exploratory": experiment.exploratory, "metric": metric, "field": field,
+            "default": default, "values_run": len(values),
             "best": best,
             "best_score": None if best is None else float(score[best]), "bracket": bracket,
             "chosen_value": chosen if chosen is not None else default, "changed": chosen is not None,
@@ -311,7 +315,7 @@ def decoding_answer(experiment: Experiment, records: list[dict], decodes: dict[s
                                          "training": training, "interval": interval, "sample": None,
                                          "seed_tests": tests, "verdict": word,
                                          "borrowed": False}], "verdict": word})
-    beating = [c for c in comparisons if c["verdict"] == "better"]
+    beating = [c for c in correct_family(comparisons) if c["verdict"] == "better"]
     chosen = max(beating, key=lambda c: c["mean"])["value"] if beating else default
     best = max(keys, key=lambda k: means[k])
     return {"kind": "decoding", "metric": "val_bleu", "default": default, "default_score": means[default],
@@ -412,6 +416,20 @@ def borrowed_spreads(paths: Paths, experiments: list[Experiment]) -> dict:
     return spreads
 
 
+def correct_family(comparisons: list[dict]) -> list[dict]:
+    """An experiment's comparisons on their deciding metric (each one's first) as one family: Holm's adjustment of
+    their intervals' p-values (stats.holm), kept beside each interval; a verdict whose adjusted p-value reaches
+    ALPHA says no clear difference (adjusting only raises a p-value, so no verdict turns the other way)."""
+    deciding = [c["metrics"][0] for c in comparisons if c["metrics"][0]["interval"] is not None]
+    for m, adjusted in zip(deciding, stats.holm([m["interval"]["p_value"] for m in deciding])):
+        m["interval"].update(p_holm=adjusted, family=len(deciding))
+        if adjusted >= stats.ALPHA:
+            m["verdict"] = "no clear difference"
+    for c in comparisons:
+        c["verdict"] = c["metrics"][0]["verdict"]
+    return comparisons
+
+
 def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | None = None) -> dict | None:
     """Numbers and verdicts for one experiment from its finished runs that count, or None if none does."""
     records, uncounted = finished_runs(paths, experiment)
@@ -441,9 +459,9 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         del r["epoch_seconds"]  # only the typical time reads them
     comparisons = []
     if experiment.design == "ablation" and not held:
-        comparisons = _ablation_comparisons(experiment, records, arms, items, spreads)
+        comparisons = correct_family(_ablation_comparisons(experiment, records, arms, items, spreads))
     elif experiment.design == "sweep" and not held:
-        comparisons = _sweep_comparisons(experiment, records, items, spreads)
+        comparisons = correct_family(_sweep_comparisons(experiment, records, items, spreads))
     answer, comparisons = _answer(experiment, held, records, comparisons, summaries, extra, decodes)
     arm_fields = {k for r in records for k in r["config"]} - {"seed"}
     varied = {k for k in differing_fields(records) if k in arm_fields}
@@ -453,7 +471,7 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         "design": experiment.design, "budget": experiment.budget, "metrics": experiment.metrics,
         "control": experiment.control, "sweep": experiment.sweep, "choose_on": experiment.choose_on,
         "complete": complete, "planned_runs": len(experiment.runs),
-        "confirmatory": experiment.confirmatory,
+        "confirmatory": experiment.confirmatory, "exploratory": experiment.exploratory,
         "differing_fields": differing_fields(records), "varied_fields": sorted(varied),
         "differing_provenance": differing_fields(records, "provenance"),
         "mix": runs_mix(records),

@@ -24,9 +24,13 @@ RULE = ("A difference counts only when one 95 % interval of it excludes zero. Th
         "borrowed from the seeds experiment where an arm has one run) and test-sample noise: where every seed "
         "scores the same test items (CIFAR-10's test set), the standard error of the seed-averaged per-item "
         "difference is added in quadrature; where the seed draws the scored items (validation splits, the "
-        "Transformer's test sentences), the spread over seeds already holds it. Seeds pool into that one interval, "
-        "so more runs can only sharpen it; the per-seed paired tests are shown, not counted. Where the interval "
-        "reaches zero there is no clear difference; with nothing to measure the noise by, the runs cannot decide.")
+        "Transformer's test sentences), the spread over seeds already holds it. Every seed pools into that one "
+        "interval, and the per-seed paired tests are shown, not counted: none of them can veto it. More runs "
+        "usually narrow the interval, but can also widen it, where they spread more than the runs before them. "
+        "An experiment's comparisons on its deciding metric are one family: the p-value of each interval's t "
+        "statistic is adjusted by Holm's step-down method over the family, and a difference counts only where "
+        "the adjusted p-value stays below 0.05 too. Where the interval reaches zero, or the adjusted p-value 0.05, "
+        "there is no clear difference; with nothing to measure the noise by, the runs cannot decide.")
 
 
 def seed_summary(values: list[float]) -> dict:
@@ -91,6 +95,17 @@ def pooled_interval(training: dict | None, sample: dict | None = None) -> dict |
     p = float(2 * stats.t.sf(abs(difference) / se, training["df"])) if se > 0 else float(difference == 0)
     return {"difference": difference, "low": low, "high": high, "p_value": p, "se": se,
             "counts_test_sample": sample is not None}
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (the familywise error rate held at the test's level):
+    the k-th smallest of m is multiplied by m - k + 1, and no adjusted value falls below a smaller one's."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def _interval(center: float, se: float, df: float) -> tuple[float, float]:

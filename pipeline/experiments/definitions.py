@@ -64,6 +64,7 @@ class Experiment:
     base: dict = dataclasses.field(default_factory=dict)  # config overrides every run shares
     confirmatory: bool = False  # declared before its runs: no verdict until every declared run has finished
     decoding: dict = dataclasses.field(default_factory=dict)  # decoding: {beam_size: [...], length_penalty: [...]}
+    exploratory: bool = False  # a lead for a later confirmation: it says what scored best and chooses nothing
 
     def default_value(self):
         """A sweep's default: the value of the swept field in the recipe its runs share (profile and base)."""
@@ -94,7 +95,7 @@ def _fail(path: Path, where: str, problem: str):
 
 
 KNOWN_FIELDS = {"model", "question", "metrics", "design", "budget", "base", "runs", "profile", "control", "sweep",
-                "choose_on", "analysis", "comparisons", "claim", "caveats", "confirmatory", "decoding"}
+                "choose_on", "analysis", "comparisons", "claim", "caveats", "confirmatory", "exploratory", "decoding"}
 
 
 def parse_experiments(data, path: Path) -> list[Experiment]:
@@ -131,7 +132,8 @@ def _parse_experiment(name: str, spec, path: Path, same_as_of: dict) -> Experime
                             runs, profile, spec.get("control"), spec.get("sweep"), spec.get("choose_on"),
                             spec.get("analysis"), _parse_comparisons(spec, {r.arm for r in runs}, path, where),
                             spec.get("claim", "").strip(), tuple(c.strip() for c in caveats), dict(base),
-                            spec.get("confirmatory", False), _decoding_grid(spec, design, model, path, where))
+                            spec.get("confirmatory", False), _decoding_grid(spec, design, model, path, where),
+                            spec.get("exploratory", False))
     for run in runs:
         try:
             experiment.config(run)
@@ -143,7 +145,7 @@ def _parse_experiment(name: str, spec, path: Path, same_as_of: dict) -> Experime
 
 def _checked_fields(spec: dict, path: Path, where: str) -> tuple[str, str, list, str, list]:
     """The fields every experiment has, each of the right kind: model, design, metrics, profile, caveats (and
-    question, budget, analysis, claim, confirmatory, checked here and read as they are)."""
+    question, budget, analysis, claim, confirmatory, exploratory, checked here and read as they are)."""
     model = spec.get("model")
     if not isinstance(model, str) or model not in CONFIGS:
         _fail(path, f"{where}, field 'model'", f"must be one of {', '.join(CONFIGS)}, not {model!r}")
@@ -167,8 +169,11 @@ def _checked_fields(spec: dict, path: Path, where: str) -> tuple[str, str, list,
         _fail(path, f"{where}, field 'caveats'", "must be a list of sentences")
     if not isinstance(spec.get("claim", ""), str):
         _fail(path, f"{where}, field 'claim'", "must be a sentence")
-    if not isinstance(spec.get("confirmatory", False), bool):
-        _fail(path, f"{where}, field 'confirmatory'", "must be true or false")
+    for key in ("confirmatory", "exploratory"):
+        if not isinstance(spec.get(key, False), bool):
+            _fail(path, f"{where}, field {key!r}", "must be true or false")
+    if spec.get("confirmatory") and spec.get("exploratory"):
+        _fail(path, f"{where}, field 'exploratory'", "an experiment is confirmatory or exploratory, not both")
     return model, design, metrics, profile, caveats
 
 

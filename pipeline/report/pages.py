@@ -11,7 +11,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 from markupsafe import Markup, escape
 
-from pipeline.config import REPO, Paths, PipelineError, uncommitted
+from pipeline.config import REPO, Paths, PipelineError, config_from_dict, image_sides, uncommitted
 from pipeline.compare.experiments import INSIGHTS, experiment_results
 from pipeline.compare.stats import P_FLOOR, RULE
 from pipeline.io import TIMINGS, read_json, write_text
@@ -101,6 +101,9 @@ def verdict_interval(m: dict, name: str) -> str:
                  else f"seeds {', '.join(map(str, a))}" if a == b
                  else f"seeds {', '.join(map(str, a))} against {', '.join(map(str, b))}")
         text += f", plus the test-sample noise over {sample['items']:,} images of {seeds}"
+    if m["interval"].get("family", 1) > 1:
+        text += f"; {p_value(m['interval'])}, Holm-adjusted {m['interval']['p_holm']:.2g} over the family of " \
+                f"{m['interval']['family']} comparisons"
     return text + ")"
 
 
@@ -135,6 +138,12 @@ def verbatim(value) -> Markup:
     return Markup(str(value).replace("\n", " "))
 
 
+def pixels(config: dict) -> int:
+    """Pixels per training image summed over a saved ResNet config's epochs: a run's work up to the cost per pixel,
+    which is not the same at every image side on a CPU."""
+    return sum(side ** 2 for side in image_sides(config_from_dict("cls", config)))
+
+
 def environment() -> Environment:
     """Every value a template shows is HTML-escaped (autoescape): corpus lines, model outputs, class names and
     captions from data reach the page as text, never as markup; macros and `cell` return what is already safe."""
@@ -142,7 +151,7 @@ def environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True, autoescape=True)
     env.filters.update(percent=percent, number=number, minutes=minutes, cell=cell, metric=metric, code=code,
                        verbatim=verbatim, delta=delta, sd=sd, verdict_interval=verdict_interval,
-                       seed_tests=seed_tests, p_value=p_value, machine=machine)
+                       seed_tests=seed_tests, p_value=p_value, machine=machine, pixels=pixels)
     env.tests["uncommitted"] = uncommitted
     env.globals.update(percent=percent, number=number)
     return env

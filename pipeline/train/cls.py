@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import TEST_OUTPUTS, TEST_PREDICTIONS, ClsConfig, Paths, PipelineError
+from pipeline.config import TEST_OUTPUTS, TEST_PREDICTIONS, ClsConfig, Paths, PipelineError, image_sides
 from pipeline.data.cifar10 import augment, load_cifar10, split_train_val
 from pipeline.io import save_arrays
 from pipeline.models.resnet import ResNet
@@ -28,9 +28,7 @@ def lr_at(step: int, total_steps: int, peak: float, warmup_frac: float) -> float
 
 def resolution_at(epoch: int, config: ClsConfig) -> int:
     """Progressive resizing: the first epochs see whole images scaled down, which cost about half as much."""
-    if config.resolutions:
-        return int(config.resolutions.split(",")[epoch])
-    return config.low_res if epoch < config.low_res_epochs else 32
+    return image_sides(config)[epoch]
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
