@@ -185,9 +185,12 @@ $(SHIM):
 	elif [ -n "$(NPM_REQUIRED)" ]; then echo "npm is not installed: install Node.js and npm, then run make offline-search." >&2; exit 1; \
 	else echo "note: no npm, so no search from file:// (search works under make serve); install npm, then make offline-search."; fi
 
-# The pages stage writes BENCHMARKS.md beside the pages.
-$(PAGES) $(BENCHMARKS) &: $(MANIFEST) $(PAGES_CODE) $(HANDWRITTEN) | $(SHIM)
+# The pages stage writes BENCHMARKS.md beside the pages. Not a grouped target (&:): under `make -n` GNU make 4.3
+# does not pass a grouped target's remaking on to what depends on it.
+$(PAGES): $(MANIFEST) $(PAGES_CODE) $(HANDWRITTEN) | $(SHIM)
 	$(PY) -m pipeline pages
+
+$(BENCHMARKS): $(PAGES)
 
 # Notebooks execute against both main runs' evaluation arrays: only where both runs are here.
 $(NOTEBOOKS): $(if $(and $(CLS_HERE),$(MT_HERE)),$(MANIFEST) $(NOTEBOOKS_CODE))
