@@ -253,6 +253,11 @@ class MtConfig:
         " error")
 
 
+# The Transformer's Adam: (beta1, beta2) and epsilon, as in "Attention Is All You Need" (the pages read them here).
+ADAM_BETAS = (0.9, 0.98)
+ADAM_EPS = 1e-9
+
+
 def setting_key(beam_size: int, length_penalty: float) -> str:
     """How a decoding setting is named in files and on pages (beam size 0 is greedy decoding, which has no
     length penalty)."""

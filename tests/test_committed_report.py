@@ -137,3 +137,16 @@ def test_every_sweep_of_two_values_or_more_draws_its_scores():
         if result["design"] == "sweep":
             values = {r["config"][result["sweep"]] for r in result["runs"]}
             assert (f"exp_{name}_scores" in drawn) == (len(values) > 1), name
+
+
+def test_the_recipe_prose_reads_the_config_and_the_code():
+    """The model pages take the ramp of image sides and Adam's constants from the run's config and the code, not
+    from a template's own copy."""
+    from pipeline.config import ADAM_BETAS, ADAM_EPS, config_from_dict, image_sides
+
+    config = json.loads((COMMITTED.run("cls") / "config.json").read_text())
+    sides = ", ".join(map(str, image_sides(config_from_dict("cls", config))))
+    resnet = " ".join((COMMITTED.generated_docs / "resnet.md").read_text().split())
+    assert f"image sides of {sides} pixels in the {config['epochs']} epochs" in resnet
+    transformer = " ".join((COMMITTED.generated_docs / "transformer.md").read_text().split())
+    assert f"Adam (β = {ADAM_BETAS[0]}, {ADAM_BETAS[1]}, ε = {ADAM_EPS})" in transformer

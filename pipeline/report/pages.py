@@ -11,7 +11,8 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 from markupsafe import Markup, escape
 
-from pipeline.config import REPO, Paths, PipelineError, config_from_dict, image_sides, uncommitted
+from pipeline.config import ADAM_BETAS, ADAM_EPS, REPO, Paths, PipelineError, config_from_dict, image_sides, \
+    uncommitted
 from pipeline.compare.experiments import INSIGHTS, experiment_results
 from pipeline.compare.stats import P_FLOOR, RULE
 from pipeline.io import TIMINGS, read_json, write_text
@@ -151,9 +152,10 @@ def environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True, autoescape=True)
     env.filters.update(percent=percent, number=number, minutes=minutes, cell=cell, metric=metric, code=code,
                        verbatim=verbatim, delta=delta, sd=sd, verdict_interval=verdict_interval,
-                       seed_tests=seed_tests, p_value=p_value, machine=machine, pixels=pixels)
+                       seed_tests=seed_tests, p_value=p_value, machine=machine, pixels=pixels,
+                       image_sides=lambda config: image_sides(config_from_dict("cls", config)))
     env.tests["uncommitted"] = uncommitted
-    env.globals.update(percent=percent, number=number)
+    env.globals.update(percent=percent, number=number, adam_betas=ADAM_BETAS, adam_eps=ADAM_EPS)
     return env
 
 

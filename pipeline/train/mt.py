@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import TEST_OUTPUTS, TEST_PREDICTIONS, MtConfig, Paths, PipelineError
+from pipeline.config import ADAM_BETAS, ADAM_EPS, TEST_OUTPUTS, TEST_PREDICTIONS, MtConfig, Paths, PipelineError
 from pipeline.data.translation import (
     PAD_ID, Tokenizer, length_batches, pad_batch, split_overlap, with_all_references,
 )
@@ -117,7 +117,7 @@ class MtTask(Task):
             if splits.published else with_all_references(splits.test)
         self.model = build_transformer(config, len(self.src_tok), len(self.tgt_tok), self.device)
         self.net = distributed.wrap(self.model, self.world)  # DDP under torchrun: gradients averaged over ranks
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-9,
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS,
                                           fused=self.device.type in ("cpu", "cuda"))  # one kernel for all weights
         self.snapshots: list[dict] = []  # the weights at the end of the last average_last epochs, on the CPU
         self.scored_model = self.model
