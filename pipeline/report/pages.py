@@ -139,10 +139,15 @@ def verbatim(value) -> Markup:
     return Markup(str(value).replace("\n", " "))
 
 
+def sides(config: dict) -> list[int]:
+    """The image side of each epoch of a saved ResNet config, as training takes it."""
+    return image_sides(config_from_dict("cls", config))
+
+
 def pixels(config: dict) -> int:
     """Pixels per training image summed over a saved ResNet config's epochs: a run's work up to the cost per pixel,
     which is not the same at every image side on a CPU."""
-    return sum(side ** 2 for side in image_sides(config_from_dict("cls", config)))
+    return sum(side ** 2 for side in sides(config))
 
 
 def environment() -> Environment:
@@ -153,7 +158,7 @@ def environment() -> Environment:
     env.filters.update(percent=percent, number=number, minutes=minutes, cell=cell, metric=metric, code=code,
                        verbatim=verbatim, delta=delta, sd=sd, verdict_interval=verdict_interval,
                        seed_tests=seed_tests, p_value=p_value, machine=machine, pixels=pixels,
-                       image_sides=lambda config: image_sides(config_from_dict("cls", config)))
+                       image_sides=sides)
     env.tests["uncommitted"] = uncommitted
     env.globals.update(percent=percent, number=number, adam_betas=ADAM_BETAS, adam_eps=ADAM_EPS)
     return env
