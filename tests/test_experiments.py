@@ -572,3 +572,31 @@ def test_the_comparison_figure_and_page_stages_import_no_torch():
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))[:3])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_a_main_run_trained_on_another_machine_gets_a_reproduction_verdict_and_the_committed_one_none():
+    from pipeline.compare.experiments import reproduction
+    from pipeline.compare.stats import prediction_interval
+    from pipeline.report.pages import environment
+
+    experiment = [e for e in load_experiments(REPO / "experiments.yaml") if e.name == "seeds-mt"][0]
+
+    def run(folder, bleu, family):
+        return {"folder": folder, "values": {"test_bleu": bleu},
+                "provenance": {"cpu": "CPU", "cpu_family": family, "cpu_model": 1, "device": "cpu",
+                               "precision": "bf16"}}
+
+    seeds = [run(f"s{i}", v, 6) for i, v in enumerate([45.0, 46.0, 44.0, 45.5])]
+    low, high = prediction_interval([45.0, 46.0, 44.0, 45.5])
+    half = 3.182 * np.std([45.0, 46.0, 44.0, 45.5], ddof=1) * math.sqrt(1 + 1 / 4)  # t(0.975, 3)
+    assert (low, high) == pytest.approx((45.125 - half, 45.125 + half), rel=1e-3)
+    assert reproduction(experiment, [run("main", 45.2, 6), *seeds]) is None  # trained where its seeds were
+    inside = reproduction(experiment, [run("main", 45.2, 25), *seeds])
+    outside = reproduction(experiment, [run("main", high + 0.5, 25), *seeds])
+    assert inside["inside"] and not outside["inside"] and inside["runs"] == 4
+    assert "(family 25, model 1), cpu, bf16" in inside["machine"]
+
+    macro = environment().from_string('{% from "_macros.j2" import reproduced %}{{ reproduced(e, "mt") }}')
+    page = " ".join(macro.render(e={"seeds-mt": {"model": "mt", "reproduction": outside}}).split())
+    assert "falls **outside** the 95 % prediction interval" in page and "does not reproduce" in page
+    assert macro.render(e={"seeds-mt": {"model": "mt", "reproduction": None}}) == ""

@@ -250,6 +250,23 @@ def _where(record: dict) -> str:
     return f"{_machine(p)}, {p.get('device')}, {p.get('precision')}"
 
 
+def reproduction(experiment: Experiment, records: list[dict]) -> dict | None:
+    """Whether a main run trained again on another machine reproduces its seeds experiment: its headline score
+    against the 95 % prediction interval of one new run from the experiment's other runs. Only where the main run
+    trained on a CPU kind, device or precision none of those did (a retrain here; the committed report's main run
+    trained where its seeds did), else None."""
+    main = next((r for r in records if r["folder"] == MAIN_RUN), None)
+    metric = experiment.metrics[0]
+    others = [r for r in records if r["folder"] != MAIN_RUN and metric in r["values"]]
+    elsewhere = sorted({_where(r) for r in others})
+    if main is None or metric not in main["values"] or len(others) < 2 or _where(main) in elsewhere:
+        return None
+    low, high = stats.prediction_interval([r["values"][metric] for r in others])
+    score = main["values"][metric]
+    return {"metric": metric, "score": score, "low": low, "high": high, "inside": low <= score <= high,
+            "runs": len(others), "machine": _where(main), "machines": elsewhere}
+
+
 def runs_mix(records: list[dict]) -> dict:
     """What the runs of one comparison page mix, from their provenance: the commits they were trained from (and
     whether the training code differs between them), and the CPU kinds and precisions they trained on."""
@@ -475,6 +492,7 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         "differing_fields": differing_fields(records), "varied_fields": sorted(varied),
         "differing_provenance": differing_fields(records, "provenance"),
         "mix": runs_mix(records),
+        "reproduction": reproduction(experiment, records) if experiment.design == "seeds" else None,
         "runs": records, "uncounted": [{k: r[k] for k in ("folder", "commit", "command")} for r in uncounted],
         "summaries": summaries, "comparisons": comparisons, "answer": answer,
         "borrowed_spreads": spreads, "train_wall_s": sum(r["train_wall_s"] for r in records),

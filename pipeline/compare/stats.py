@@ -52,6 +52,14 @@ def mean_interval(mean: float, sd: float, n: int) -> tuple[float, float]:
     return tuple(float(x) for x in stats.t.interval(CONFIDENCE, df=n - 1, loc=mean, scale=sd / math.sqrt(n)))
 
 
+def prediction_interval(values: list[float]) -> tuple[float, float]:
+    """The 95 % prediction interval of one new run from runs of the same recipe: mean ± t(n - 1) · sd · √(1 + 1/n),
+    Student's t (scipy.stats); it needs two runs or more."""
+    n, sd = len(values), float(np.std(values, ddof=1))
+    low, high = stats.t.interval(CONFIDENCE, df=n - 1, loc=float(np.mean(values)), scale=sd * math.sqrt(1 + 1 / n))
+    return float(low), float(high)
+
+
 def training_difference(a: dict, b: dict, borrowed: dict | None = None) -> dict | None:
     """The difference of means of arm a and arm b (scores by seed) and its standard error over training noise,
     with the degrees of freedom of its t distribution: paired t over the seeds both arms share (at least two),
