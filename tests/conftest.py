@@ -261,8 +261,6 @@ def committed_digest() -> dict[str, str]:
             for name in listed if name and (REPO / name).is_file() and not (REPO / name).is_symlink()}
 
 
-
-
 MAIN_RUNS = ("runs/cls/main", "runs/mt/main")
 # What the committed report's checks read: the report, the runs it was made from, and the pages that cite them.
 REPORT_FILES = ("runs", "site_assets", "docs", "README.md", "BENCHMARKS.md", "experiments.yaml")
