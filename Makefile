@@ -38,10 +38,10 @@ DEV_SETUP := $(if $(OWN_VENV),$(DEV_INSTALLED))
 SHARED_CODE := pipeline/config.py pipeline/io.py pipeline/__main__.py
 EVALUATE_CODE := $(wildcard pipeline/evaluate/*.py pipeline/scoring/*.py pipeline/models/*.py pipeline/data/*.py) \
 	pipeline/runtime.py pipeline/trained.py $(SHARED_CODE)
-COMPARE_CODE := $(wildcard pipeline/compare/*.py) pipeline/experiments/definitions.py pipeline/scoring/bleu.py \
-	$(SHARED_CODE)
+COMPARE_CODE := $(wildcard pipeline/compare/*.py pipeline/experiments/*.py) pipeline/scoring/bleu.py $(SHARED_CODE)
 FIGURES_CODE := $(wildcard pipeline/figures/*.py) $(SHARED_CODE)
-PAGES_CODE := $(wildcard pipeline/templates/*.j2 pipeline/templates/experiments/*.j2) pipeline/report/pages.py \
+PAGES_CODE := $(wildcard pipeline/templates/*.j2 pipeline/templates/experiments/*.j2 \
+	pipeline/templates/experiments/designs/*.j2) pipeline/report/pages.py \
 	$(SHARED_CODE)
 NOTEBOOKS_CODE := $(wildcard pipeline/templates/notebooks/*.py) pipeline/report/notebooks.py $(SHARED_CODE)
 # A main run counts as trained in this checkout once its test outputs exist (written when its test set is scored,

@@ -88,7 +88,7 @@ def draft_report() -> None:
     """The tests train their runs from this checkout, which has uncommitted changes while someone works on it
     and none in CI: a draft report counts such runs, so the tests see the same either way. The rule that leaves
     them out is tested with made-up provenance (test_experiments). Subprocesses inherit the variable."""
-    from pipeline.compare.experiments import COUNT_UNCOMMITTED
+    from pipeline.compare.records import COUNT_UNCOMMITTED
 
     os.environ[COUNT_UNCOMMITTED] = "1"
 

@@ -11,10 +11,12 @@ import torch
 import yaml
 
 from pipeline.config import REPO, PipelineError
-from pipeline.compare.experiments import compare_arms, differing_fields, sweep_answer
+from pipeline.compare.arms import compare_arms, correct_family
+from pipeline.compare.records import EpochTime, RunRecord, by_arm, differing_fields
 from pipeline.compare.stats import mcnemar, pooled_interval, seed_summary, training_difference, verdict
 from pipeline.scoring.bleu import paired_bleu
 from pipeline.experiments.definitions import load_experiments, parse_experiments
+from pipeline.experiments.designs import DESIGNS, Evidence, sweep_answer
 
 GOOD = {
     "tiny": {"model": "cls", "question": "Q?", "metrics": ["val_accuracy"], "design": "ablation",
@@ -35,6 +37,11 @@ def test_the_shipped_experiments_parse():
         assert all(e.config(run) for run in e.runs)
 
 
+def _as_sweep(data, **fields):
+    del data["tiny"]["control"]  # an ablation's field
+    data["tiny"].update(design="sweep", **fields)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: d["tiny"].update(model="gan"), r"experiment 'tiny', field 'model': must be one of cls, mt"),
     (lambda d: d["tiny"].update(model=["cls"]), r"experiment 'tiny', field 'model': must be one of cls, mt"),
@@ -46,13 +53,12 @@ def test_the_shipped_experiments_parse():
     (lambda d: d["tiny"]["runs"]["b"].update(shortcut=False), r"run 'b': 'shortcut' is not a config field"),
     (lambda d: d["tiny"].update(control="c"), r"field 'control': must name one of the arms"),
     (lambda d: d["tiny"].update(control=["a"]), r"field 'control': must name one of the arms"),
-    (lambda d: d["tiny"].update(design="sweep", sweep=["lr"], choose_on="val_accuracy"),
+    (lambda d: _as_sweep(d, sweep=["lr"], choose_on="val_accuracy"),
      r"field 'sweep': must name the config field of cls"),
-    (lambda d: d["tiny"].update(design="sweep", sweep="lr", choose_on=["val_accuracy"]),
-     r"field 'choose_on': must be a validation score"),
+    (lambda d: _as_sweep(d, sweep="lr", choose_on=["val_accuracy"]), r"field 'choose_on': must be a validation score"),
+    (lambda d: d["tiny"].update(sweep="lr"), r"field 'sweep': only an experiment of design sweep takes it"),
     (lambda d: d["tiny"].update(confirmatory="yes"), r"field 'confirmatory': must be true or false"),
-    (lambda d: d["tiny"].update(design="sweep", sweep="lr", choose_on="test_accuracy"),
-     r"field 'choose_on': must be a validation score"),
+    (lambda d: _as_sweep(d, sweep="lr", choose_on="test_accuracy"), r"field 'choose_on': must be a validation score"),
     (lambda d: d["tiny"].update(colour="red"), r"field 'colour': unknown field"),
     (lambda d: d["tiny"]["runs"].update(main={"lr": 0.2}), r"run 'main': the main run takes the default config"),
     (lambda d: d["tiny"]["runs"].update(c={"same_as": "tiny/z"}), r"run 'c', field 'same_as': 'tiny/z' names no run"),
@@ -71,8 +77,9 @@ def test_a_bad_definition_names_the_file_and_the_field(tmp_path, change, message
 
 def test_a_run_declared_same_as_another_shares_its_folder_and_config(tmp_path):
     data = copy.deepcopy(GOOD)
-    data["sweep"] = {**data["tiny"], "design": "sweep", "sweep": "lr", "choose_on": "val_accuracy", "base": {"lr": 0.5},
-                     "runs": {"low": {"lr": 0.01}, "default": {"same_as": "tiny/a"}}}
+    data["sweep"] = {**{k: v for k, v in data["tiny"].items() if k != "control"}, "design": "sweep", "sweep": "lr",
+                     "choose_on": "val_accuracy", "base": {"lr": 0.5},
+                     "runs": {"low": {"lr": 0.01}, "base": {}, "default": {"same_as": "tiny/a"}}}
     path = tmp_path / "experiments.yaml"
     path.write_text(yaml.safe_dump(data))
     experiments = {e.name: e for e in load_experiments(path)}
@@ -96,16 +103,21 @@ def test_only_differing_fields_are_listed():
     assert differing_fields(records) == ["lr", "seed"]
 
 
+def _run(folder, **fields):
+    """A run record with what a test gives and neutral values for the rest."""
+    defaults = dict(name=folder, folder=folder, arm=folder, seed=0, parameters=None, config={}, values={},
+                    curves={}, loss_trace=[], train_wall_s=1.0, commit="abc", bleu_signature="",
+                    provenance={"cpu": "CPU", "cpu_family": 6, "cpu_model": 167, "device": "cpu",
+                                "precision": "bf16"}, diverged=False, at_chance=False, command="")
+    return RunRecord(**{**defaults, **fields})
+
+
 def _record(name, arm, value, seed=0, diverged=False, lr=0.15):
-    return {"name": name, "folder": name, "arm": arm, "seed": seed, "values": {"val_accuracy": value},
-            "diverged": diverged, "at_chance": False, "config": {"lr": lr, "seed": seed}}
+    return _run(name, arm=arm, seed=seed, values={"val_accuracy": value}, diverged=diverged,
+                config={"lr": lr, "seed": seed})
 
 
-def _arms(records):
-    arms = {}
-    for r in records:
-        arms.setdefault(r["arm"], []).append(r)
-    return arms
+_arms = by_arm
 
 
 def test_the_t_interval_over_seeds_uses_n_minus_1_degrees_of_freedom():
@@ -153,8 +165,6 @@ def test_verdicts_flip_with_the_numbers_and_need_runs():
 def test_more_seeds_that_agree_never_make_a_verdict_harder_to_reach():
     """Every seed points the same way and the pooled p is below 0.01, yet one seed's own paired test fails: the
     per-seed tests are information, so the verdict is the pooled one (the rule of issue 37)."""
-    from pipeline.compare.experiments import compare_arms
-
     rng = np.random.default_rng(0)
     items, records = {}, []
     for seed in range(6):
@@ -163,20 +173,19 @@ def test_more_seeds_that_agree_never_make_a_verdict_harder_to_reach():
         for arm, correct in (("new", better), ("old", base)):
             folder = f"{arm}-s{seed}"
             items[folder] = {"correct": correct}
-            records.append({**_record(folder, arm, 0.0, seed), "values": {"test_accuracy": float(correct.mean())}})
+            records.append(dataclasses.replace(_record(folder, arm, 0.0, seed),
+                                               values={"test_accuracy": float(correct.mean())}))
     result = compare_arms("test_accuracy", "new", "old", _arms(records), items, None, "higher", "cls")
     by_seed = {t["seed"]: t["p_value"] for t in result["seed_tests"]}
     assert by_seed[0] >= 0.05 and all(p < 0.05 for s, p in by_seed.items() if s != 0)
     assert result["interval"]["p_value"] < 0.01 and result["sample"]["items"] == 2000
     assert result["verdict"] == "supported"
-    fewer = [r for r in records if r["seed"] < 3]  # the same evidence, fewer seeds: never a stronger verdict
+    fewer = [r for r in records if r.seed < 3]  # the same evidence, fewer seeds: never a stronger verdict
     assert compare_arms("test_accuracy", "new", "old", _arms(fewer), items, None, "higher", "cls")["verdict"] in (
         "supported", "no clear difference")
 
 
 def test_a_significant_effect_in_the_opposite_direction_is_never_support():
-    from pipeline.compare.experiments import compare_arms
-
     rng = np.random.default_rng(1)
     items, records = {}, []
     for seed in range(3):
@@ -185,7 +194,8 @@ def test_a_significant_effect_in_the_opposite_direction_is_never_support():
         for arm, correct in (("new", worse), ("old", base)):
             folder = f"{arm}-s{seed}"
             items[folder] = {"correct": correct}
-            records.append({**_record(folder, arm, 0.0, seed), "values": {"test_accuracy": float(correct.mean())}})
+            records.append(dataclasses.replace(_record(folder, arm, 0.0, seed),
+                                               values={"test_accuracy": float(correct.mean())}))
     result = compare_arms("test_accuracy", "new", "old", _arms(records), items, None, "higher", "cls")
     assert result["interval"]["high"] < 0 and result["verdict"] == "contradicted"
     without_items = compare_arms("test_accuracy", "new", "old", _arms(records), {}, None, "higher", "cls")
@@ -221,7 +231,7 @@ def test_the_ablation_verdict_flips_when_the_numbers_swap():
         return compare_arms("val_accuracy", "b", "a", _arms(records), {}, None, expect)["verdict"]
 
     assert word(runs) == "lower" and word(runs, "higher") == "contradicted"
-    swapped = [_record(r["name"], "b" if r["arm"] == "a" else "a", r["values"]["val_accuracy"], r["seed"])
+    swapped = [_record(r.name, "b" if r.arm == "a" else "a", r.values["val_accuracy"], r.seed)
                for r in runs]
     assert word(swapped) == "higher" and word(swapped, "higher") == "supported"
     close = [_record("a1", "a", 0.80, 0), _record("a2", "a", 0.84, 1), _record("b1", "b", 0.81, 0),
@@ -240,14 +250,14 @@ def _sweep(values, borrowed=0.01, diverged=(), exploratory=False):
     spec["sweep"]["exploratory"] = exploratory
     experiment = parse_experiments(spec, REPO / "x.yaml")[0]
     records = [_record(f"lr{lr}", f"lr{lr}", v, 0, f"lr{lr}" in diverged, lr) for lr, v in values.items()]
-    arms = {str(r["config"]["lr"]): [r] for r in records}
+    arms = {str(r.config["lr"]): [r] for r in records}
     comparisons = []
     for r in records:
-        if r["config"]["lr"] != 0.15:
-            c = compare_arms("val_accuracy", str(r["config"]["lr"]), "0.15", arms, {},
+        if r.config["lr"] != 0.15:
+            c = compare_arms("val_accuracy", str(r.config["lr"]), "0.15", arms, {},
                              {"sd": borrowed, "n": 3, "source": "seeds"}, "higher")
             c["verdict"] = {"supported": "better", "contradicted": "worse"}.get(c["verdict"], c["verdict"])
-            comparisons.append({"value": r["config"]["lr"], "mean": r["values"]["val_accuracy"], **c})
+            comparisons.append({"value": r.config["lr"], "mean": r.values["val_accuracy"], **c})
     return sweep_answer(experiment, records, comparisons)
 
 
@@ -270,7 +280,6 @@ def test_an_exploratory_sweep_reports_its_best_value_and_chooses_nothing():
 
 
 def test_holm_adjusts_a_family_and_a_verdict_only_survives_below_the_level():
-    from pipeline.compare.experiments import correct_family
     from pipeline.compare.stats import holm
 
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])  # 3 * 0.01, max(2 * 0.03, 0.04 * 1)
@@ -286,13 +295,13 @@ def test_holm_adjusts_a_family_and_a_verdict_only_survives_below_the_level():
 
 
 def test_a_run_slowed_by_a_shared_host_costs_what_its_epochs_typically_cost():
-    from pipeline.compare.experiments import typical_train_s
+    from pipeline.compare.timing import typical_train_s
 
     def run(folder, sides, slow=1.0, cpu="Xeon", precision="bf16"):
         seconds = {16: 130, 32: 260}
-        return {"folder": folder, "provenance": {"cpu": cpu, "cpu_family": 6, "cpu_model": 167, "device": "cpu",
-                                                 "precision": precision},
-                "epoch_seconds": [{"side": s, "train_s": slow * seconds[s], "eval_s": 10} for s in sides]}
+        return _run(folder, provenance={"cpu": cpu, "cpu_family": 6, "cpu_model": 167, "device": "cpu",
+                                        "precision": precision},
+                    epoch_seconds=tuple(EpochTime(s, slow * seconds[s], 10) for s in sides))
 
     runs = [run("short", [16, 32]), run("long", [16, 16, 32, 32]), run("slowed", [16, 32], slow=2.0),
             run("other", [16, 32], slow=3.0, precision="fp32")]
@@ -300,7 +309,7 @@ def test_a_run_slowed_by_a_shared_host_costs_what_its_epochs_typically_cost():
     assert typical["short"] == typical["slowed"] == 130 + 260 + 2 * 10  # the slowed run is the short one's recipe
     assert typical["long"] == 2 * 130 + 2 * 260 + 4 * 10
     assert typical["other"] == 3 * (130 + 260) + 2 * 10  # another precision pools with no one
-    runs[0]["epoch_seconds"][0]["train_s"] = None
+    runs[0] = dataclasses.replace(runs[0], epoch_seconds=(EpochTime(16, None, 10), EpochTime(32, 260, 10)))
     assert typical_train_s(runs)["short"] is None
 
 
@@ -409,7 +418,8 @@ def test_a_confirmatory_experiment_gives_no_verdict_until_every_declared_run_has
 
 
 def test_a_run_from_uncommitted_changes_counts_only_in_a_draft_report(tmp_path, monkeypatch):
-    from pipeline.compare.experiments import COUNT_UNCOMMITTED, compare_all, compare_experiment
+    from pipeline.compare.experiments import compare_all, compare_experiment
+    from pipeline.compare.records import COUNT_UNCOMMITTED
     from pipeline.config import Paths
     from pipeline.figures.build import build_experiments
     from pipeline.report.pages import EXPERIMENT_PAGE, environment
@@ -459,8 +469,8 @@ def test_padding_sentences_follow_the_numbers_by_the_rule():
     from pipeline.compare.experiments import padding_sentences
 
     def run(seed, padded, alone, changed, sentences=500):
-        return {"seed": seed, "values": {"test_bleu": padded, "test_bleu_alone": alone},
-                "changed_by_padding": changed, "test_sentences": sentences}
+        return _run(f"s{seed}", seed=seed, values={"test_bleu": padded, "test_bleu_alone": alone},
+                    changed_by_padding=changed, test_sentences=sentences)
 
     # Each seed draws its own test sentences, so each run's count is given with its own total.
     lowered = padding_sentences({"no-source-padding": [run(0, 30.1, 38.0, 200), run(1, 31.0, 38.4, 210, 505),
@@ -472,7 +482,7 @@ def test_padding_sentences_follow_the_numbers_by_the_rule():
     noisy = padding_sentences({"both-masks": [run(0, 38.0, 38.0, 0), run(1, 39.0, 38.5, 3), run(2, 37.0, 37.6, 2)]})
     assert "no clear difference" in noisy[0]
     assert "stays open" in padding_sentences({"one": [run(0, 30.0, 38.0, 100)]})[0]
-    assert padding_sentences({"old": [{"seed": 0, "values": {"test_bleu": 30.0}}]}) == []
+    assert padding_sentences({"old": [_run("old", values={"test_bleu": 30.0})]}) == []
 
 
 GRID = {"dec": {"model": "mt", "question": "Q?", "metrics": ["val_bleu"], "design": "decoding",
@@ -526,7 +536,8 @@ def _write_decoded_run(root, folder, seed, better: bool):
 
 @pytest.mark.parametrize("better", [True, False])
 def test_a_decoding_setting_is_chosen_only_when_it_beats_the_default_by_the_rule(tmp_path, better, monkeypatch):
-    from pipeline.compare.experiments import COUNT_UNCOMMITTED, compare_all, compare_experiment
+    from pipeline.compare.experiments import compare_all, compare_experiment
+    from pipeline.compare.records import COUNT_UNCOMMITTED
     from pipeline.config import Paths
     from pipeline.figures.build import build_experiments
     from pipeline.report.pages import EXPERIMENT_PAGE, environment
@@ -575,16 +586,18 @@ def test_the_comparison_figure_and_page_stages_import_no_torch():
 
 
 def test_a_main_run_trained_on_another_machine_gets_a_reproduction_verdict_and_the_committed_one_none():
-    from pipeline.compare.experiments import reproduction
     from pipeline.compare.stats import prediction_interval
     from pipeline.report.pages import environment
 
     experiment = [e for e in load_experiments(REPO / "experiments.yaml") if e.name == "seeds-mt"][0]
 
     def run(folder, bleu, family):
-        return {"folder": folder, "values": {"test_bleu": bleu},
-                "provenance": {"cpu": "CPU", "cpu_family": family, "cpu_model": 1, "device": "cpu",
-                               "precision": "bf16"}}
+        return _run(folder, values={"test_bleu": bleu},
+                    provenance={"cpu": "CPU", "cpu_family": family, "cpu_model": 1, "device": "cpu",
+                                "precision": "bf16"})
+
+    def reproduction(experiment, records):
+        return DESIGNS["seeds"].reproduction(Evidence(experiment, records, by_arm(records), {}, {}, {}, {}))
 
     seeds = [run(f"s{i}", v, 6) for i, v in enumerate([45.0, 46.0, 44.0, 45.5])]
     low, high = prediction_interval([45.0, 46.0, 44.0, 45.5])
@@ -600,3 +613,59 @@ def test_a_main_run_trained_on_another_machine_gets_a_reproduction_verdict_and_t
     page = " ".join(macro.render(e={"seeds-mt": {"model": "mt", "reproduction": outside}}).split())
     assert "falls **outside** the 95 % prediction interval" in page and "does not reproduce" in page
     assert macro.render(e={"seeds-mt": {"model": "mt", "reproduction": None}}) == ""
+
+
+def test_a_result_file_missing_a_key_is_refused_in_one_paragraph_naming_it(tmp_path):
+    from pipeline.compare.experiments import compare_all, experiment_results
+    from pipeline.config import Paths
+
+    experiment = parse_experiments(copy.deepcopy(GOOD), tmp_path / "x.yaml")[0]
+    _write_run(tmp_path, "tiny-a", 0, 0.80)
+    _write_run(tmp_path, "tiny-b", 0, 0.60, shortcuts=False)
+    compare_all(Paths(tmp_path), [experiment])
+    assert [r["name"] for r in experiment_results(Paths(tmp_path))] == ["tiny"]
+    path = tmp_path / "site_assets" / "experiments" / "tiny.json"
+    good = json.loads(path.read_text())
+    for broken, where, what in ((lambda r: r.pop("answer"), "at the top level", "'answer' is a required property"),
+                                (lambda r: r["runs"][1].pop("seed"), "at runs/1", "'seed' is a required property"),
+                                (lambda r: r["answer"].update(kind="poll"), "at answer/kind", "'poll' is not one of")):
+        result = copy.deepcopy(good)
+        broken(result)
+        path.write_text(json.dumps(result))
+        with pytest.raises(PipelineError) as caught:
+            experiment_results(Paths(tmp_path))
+        message = str(caught.value)
+        assert message.startswith(f"{path}: ") and where in message and what in message and "\n" not in message
+        assert json.loads(path.read_text()) == result  # reading it changed nothing
+
+
+def test_every_committed_result_holds_the_schema_and_every_design_has_one():
+    from pipeline.compare.experiments import experiment_results
+    from pipeline.config import Paths
+    from tests.conftest import committed_report_root
+
+    assert {r["design"] for r in experiment_results(Paths(committed_report_root()))} == set(DESIGNS)
+
+
+def test_designs_are_told_apart_in_the_registry_alone():
+    """A design is one class (pipeline/experiments/designs.py) and one partial: no other module or template tests
+    a design's name, each partial defines what the pages call, and every figure a design asks for exists."""
+    import re
+
+    from pipeline.figures.build import PLOTS
+
+    names = "|".join(DESIGNS)
+    test = re.compile(rf"""design["'\]]*\s*(==|!=|in\s*[(\[])|\.kind\s*==\s*["']({names})["']""")
+    sources = [p for p in (REPO / "pipeline").rglob("*") if p.suffix in (".py", ".j2") and p.name != "designs.py"]
+    offending = [f"{p.relative_to(REPO)}:{i}" for p in sources
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if test.search(line)]
+    assert not offending
+    for name, design in DESIGNS.items():
+        partial = (REPO / "pipeline" / "templates" / "experiments" / "designs" / f"{name}.md.j2").read_text()
+        for macro in ("sentence(e)", "setting(e)", "answer(e)", "rule(e)", "reproduce(e)", "index_cell(e)",
+                      "claim_cell(e)", "model_page(e, name)"):
+            assert f"{{% macro {macro} %}}" in partial, (name, macro)
+        assert set(design.plots) <= set(PLOTS)
+    for package in ("compare", "experiments", "figures", "report"):
+        for module in (REPO / "pipeline" / package).glob("*.py"):
+            assert len(module.read_text().splitlines()) <= 400, module

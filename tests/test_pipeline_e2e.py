@@ -281,3 +281,45 @@ def test_a_tiny_experiment_goes_end_to_end_to_its_page(built):
     # The recipe page, with none of its experiments declared here, says what would run them.
     recipe = (built.generated_docs / "recipe.md").read_text()
     assert "No run of `confirm-recipe-cls` has finished yet" in recipe and "**The rule.**" in recipe
+
+
+def test_a_main_run_trained_here_says_whether_it_reproduces_the_seeds_trained_elsewhere(built, tmp_path):
+    """The smoke main run (seed 0, trained here) against three seeds of seeds-cls that another machine trained:
+    the ResNet page says whether its test accuracy falls inside their 95 % prediction interval of one new run."""
+    import dataclasses
+    import shutil
+
+    from pipeline.compare.stats import prediction_interval
+    from pipeline.config import make_config
+    from pipeline.io import write_json
+
+    root = tmp_path / "root"
+    shutil.copytree(built.root, root, symlinks=True, ignore=shutil.ignore_patterns("site"))
+    score = json.loads((root / "runs" / "cls" / "main" / "final.json").read_text())["test_accuracy"]
+    spec = yaml.safe_load((root / "experiments.yaml").read_text())
+    spec["seeds-cls"]["runs"].update({f"s{seed}": {"seed": seed} for seed in (1, 2, 3)})
+    (root / "experiments.yaml").write_text(yaml.safe_dump(spec))
+
+    def page_after(seed_scores):
+        for seed, accuracy in zip((1, 2, 3), seed_scores):
+            folder = root / "runs" / "cls" / f"seeds-cls-s{seed}"
+            config = make_config("cls", "full", {"seed": seed})
+            write_json(folder / "config.json", {"model": "cls", **dataclasses.asdict(config)})
+            write_json(folder / "provenance.json", {"git_commit": "abc", "precision": "fp32", "processes": 1,
+                                                    "device": "cpu", "cpu": "Made-up CPU", "cpu_family": 0,
+                                                    "cpu_model": 0, "threads": 2})
+            (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 2.0}) + "\n")
+            write_json(folder / "final.json", {"test_accuracy": accuracy, "train_wall_s": 1.0})
+        for stage in (["compare"], ["figures", "experiments"], ["manifest"], ["pages"]):
+            subprocess.run([sys.executable, "-m", "pipeline", *stage], check=True, capture_output=True,
+                           env={**os.environ, "PIPELINE_ROOT": str(root), "CIFAR10_ARCHIVE": "",
+                                "PIPELINE_EXPERIMENTS": str(root / "experiments.yaml")})
+        return " ".join((root / "docs" / "generated" / "resnet.md").read_text().split())
+
+    near = [score - 0.01, score, score + 0.01]
+    low, high = prediction_interval(near)
+    page = page_after(near)
+    assert f"Its test_accuracy, {percent(score)}, falls **inside** the 95 % prediction interval" in page
+    assert f"{percent(low)} to {percent(high)}" in page and "Made-up CPU (family 0, model 0), cpu, fp32" in page
+    page = page_after([score + 0.30, score + 0.31, score + 0.32])
+    assert "falls **outside** the 95 % prediction interval" in page and "it does not reproduce" in page

@@ -156,7 +156,7 @@ def test_a_split_folder_with_a_missing_or_malformed_file_names_it(corpus_root, d
 
 def test_bench_times_beam_search_both_ways_and_finds_them_agree(corpus_root, capsys):
     from pipeline.bench import bench
-    from pipeline.compare.experiments import speed_measurements
+    from pipeline.compare.benchmarks import speed_measurements
 
     paths, config = Paths(corpus_root), _config(corpus_root, "--epochs", "1")
     final = runner.run(MtTask(config, paths), "mt", paths.run("mt"))

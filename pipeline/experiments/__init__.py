@@ -1,1 +1,2 @@
-"""Experiments as data (definitions.py) and the training of their missing runs (running.py)."""
+"""Experiments as data (definitions.py), one class per design (designs.py), the metrics they name (metrics.py), and
+the training of their missing runs (running.py)."""

@@ -1,6 +1,6 @@
 """Experiments as data: experiments.yaml names the runs that answer each question (and the claim, comparisons
-and caveats a page prints); this module reads and checks it. Running is in running.py, comparing in
-pipeline/compare/."""
+and caveats a page prints); this module reads and checks the fields every experiment has, and designs.py what
+each design requires. Running is in running.py, comparing in pipeline/compare/."""
 
 from __future__ import annotations
 
@@ -10,23 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import CONFIGS, MAIN_RUN, PROFILES, REPO, PipelineError, check_run_name, make_config
+from pipeline.experiments.designs import DESIGN_FIELDS, DESIGNS, Design
+from pipeline.experiments.metrics import EPOCH_METRICS, FINAL_METRICS
 
 EXPERIMENTS_FILE = "PIPELINE_EXPERIMENTS"  # the variable naming another experiments file (Make's EXPERIMENTS=)
-DESIGNS = ("seeds", "ablation", "sweep", "deletion", "decoding")
 ANALYSES = ("gradient_norms",)
-FINAL_METRICS = {"cls": ("test_accuracy", "test_loss"),
-                 "mt": ("test_bleu", "test_chrf", "test_ter", "test_greedy_bleu", "test_bleu_lowercase",
-                        "test_bleu_alone")}
-EPOCH_METRICS = {"cls": ("val_accuracy", "val_loss", "train_loss", "train_accuracy"),
-                 "mt": ("val_bleu", "val_loss", "train_loss")}
-# Declared before any sweep ran: a run "diverged" when a training loss is not finite or its last epoch's
-# training loss is above its first epoch's; it is "at chance" when its last validation score is at or below
-# this (one class in ten is 10 % accuracy; a BLEU of 1 is no translation).
-CHANCE = {"val_accuracy": 0.15, "val_bleu": 1.0}
-HIGHER_IS_BETTER = {"test_accuracy": True, "val_accuracy": True, "train_accuracy": True, "test_bleu": True,
-                    "val_bleu": True, "test_chrf": True, "test_greedy_bleu": True, "test_bleu_lowercase": True,
-                    "test_bleu_alone": True,
-                    "test_ter": False, "test_loss": False, "val_loss": False, "train_loss": False}
 
 
 def decoding_setting(beam_size: int, length_penalty: float) -> tuple[int, float]:
@@ -65,6 +53,11 @@ class Experiment:
     confirmatory: bool = False  # declared before its runs: no verdict until every declared run has finished
     decoding: dict = dataclasses.field(default_factory=dict)  # decoding: {beam_size: [...], length_penalty: [...]}
     exploratory: bool = False  # a lead for a later confirmation: it says what scored best and chooses nothing
+
+    @property
+    def kind(self) -> Design:
+        """What the design does (pipeline.experiments.designs): its checks, its comparison, its page."""
+        return DESIGNS[self.design]
 
     def default_value(self):
         """A sweep's default: the value of the swept field in the recipe its runs share (profile and base)."""
@@ -105,12 +98,12 @@ def parse_experiments(data, path: Path) -> list[Experiment]:
     same_as_of: dict = {}  # (experiment, run) -> "EXPERIMENT/RUN" it is the same as
     experiments = [_parse_experiment(str(name), spec, path, same_as_of) for name, spec in data.items()]
     experiments = [_resolve_same_as(e, experiments, same_as_of, path) for e in experiments]
-    for e in (e for e in experiments if e.design == "decoding"):
-        recipes = {repr({k: v for k, v in dataclasses.asdict(e.config(r)).items() if k != "seed"}) for r in e.runs}
-        if len(recipes) > 1:
-            _fail(path, f"experiment {e.name!r}, field 'runs'",
-                  "the runs of a decoding experiment must share one recipe (same_as included) and differ only in "
-                  "their seed")
+    for e in experiments:  # what each design requires, once every run's config is known
+
+        def fail(field: str, problem: str, e=e):
+            _fail(path, f"experiment {e.name!r}, field {field!r}", problem)
+
+        e.kind.check(e, fail)
     return experiments
 
 
@@ -132,14 +125,13 @@ def _parse_experiment(name: str, spec, path: Path, same_as_of: dict) -> Experime
                             runs, profile, spec.get("control"), spec.get("sweep"), spec.get("choose_on"),
                             spec.get("analysis"), _parse_comparisons(spec, {r.arm for r in runs}, path, where),
                             spec.get("claim", "").strip(), tuple(c.strip() for c in caveats), dict(base),
-                            spec.get("confirmatory", False), _decoding_grid(spec, design, model, path, where),
+                            spec.get("confirmatory", False), spec.get("decoding") or {},
                             spec.get("exploratory", False))
     for run in runs:
         try:
             experiment.config(run)
         except PipelineError as e:
             _fail(path, f"{where}, run {run.name!r}", str(e))
-    DESIGN_CHECKS.get(design, lambda *_: None)(experiment, path, where)
     return experiment
 
 
@@ -155,6 +147,9 @@ def _checked_fields(spec: dict, path: Path, where: str) -> tuple[str, str, list,
     design = spec.get("design")
     if not isinstance(design, str) or design not in DESIGNS:
         _fail(path, f"{where}, field 'design'", f"must be one of {', '.join(DESIGNS)}, not {design!r}")
+    for key in sorted(DESIGN_FIELDS & set(spec) - set(DESIGNS[design].fields)):
+        owner = next(d.name for d in DESIGNS.values() if key in d.fields)
+        _fail(path, f"{where}, field {key!r}", f"only an experiment of design {owner} takes it")
     known_metrics = FINAL_METRICS[model] + EPOCH_METRICS[model]
     metrics = spec.get("metrics")
     if not isinstance(metrics, list) or not metrics or any(m not in known_metrics for m in metrics):
@@ -191,7 +186,7 @@ def _parse_runs(name: str, spec: dict, model: str, design: str, profile: str, ba
         if not isinstance(overrides, (dict, type(None))):
             _fail(path, run_where, f"must map config fields to values ({{}} for none), not {overrides!r}")
         overrides = dict(overrides or {})
-        arm = str(overrides.pop("arm", name if design in ("seeds", "decoding") else run_name))  # one arm
+        arm = str(overrides.pop("arm", name if DESIGNS[design].one_arm else run_name))
         same_as = overrides.pop("same_as", None)
         if same_as is not None and (overrides or not isinstance(same_as, str) or same_as.count("/") != 1):
             _fail(path, run_where, "same_as takes EXPERIMENT/RUN, a run of another experiment trained with "
@@ -221,62 +216,6 @@ def _parse_comparisons(spec: dict, arms: set[str], path: Path, where: str) -> tu
                   "must be {arm: ARM, against: ARM, expect: higher or lower (optional)} with arms of the runs")
         comparisons.append((item["arm"], item["against"], item.get("expect")))
     return tuple(comparisons)
-
-
-# What each design requires beyond the fields every experiment has: one check per design.
-
-def _check_ablation(e: Experiment, path: Path, where: str) -> None:
-    if not e.comparisons and (not isinstance(e.control, str) or e.control not in {r.arm for r in e.runs}):
-        _fail(path, f"{where}, field 'control'", "must name one of the arms of the runs")
-
-
-def _check_deletion(e: Experiment, path: Path, where: str) -> None:
-    if e.model != "cls" or [r.name for r in e.runs] != [MAIN_RUN]:
-        _fail(path, f"{where}, field 'runs'", "the deletion test reads the main ResNet run: runs: {main: {}}")
-
-
-def _check_decoding(e: Experiment, path: Path, where: str) -> None:
-    if e.default_setting() not in e.settings():
-        _fail(path, f"{where}, field 'decoding'", "the grid must include the recipe's own beam_size and "
-              "length_penalty: a setting is chosen only when it beats the default")
-    if e.metrics[0] != "val_bleu":
-        _fail(path, f"{where}, field 'metrics'", "a decoding experiment chooses on val_bleu: list it first")
-
-
-def _check_sweep(e: Experiment, path: Path, where: str) -> None:
-    if not isinstance(e.sweep, str) or e.sweep not in {f.name for f in dataclasses.fields(CONFIGS[e.model])}:
-        _fail(path, f"{where}, field 'sweep'", f"must name the config field of {e.model} that is varied")
-    default = e.default_value()
-    if not any(getattr(e.config(r), e.sweep) == default for r in e.runs):
-        _fail(path, f"{where}, field 'runs'", f"a sweep must include the default {e.sweep} = "
-                                              f"{default}: a value is chosen only when it beats the default")
-    if not isinstance(e.choose_on, str) or e.choose_on not in EPOCH_METRICS[e.model] \
-            or not e.choose_on.startswith("val_"):
-        _fail(path, f"{where}, field 'choose_on'", "must be a validation score (val_...): the test set "
-                                                   "chooses nothing")
-
-
-DESIGN_CHECKS = {"ablation": _check_ablation, "deletion": _check_deletion, "decoding": _check_decoding,
-                 "sweep": _check_sweep}
-
-
-def _decoding_grid(spec: dict, design: str, model: str, path: Path, where: str) -> dict:
-    """A decoding experiment's `decoding` field, checked: beam sizes (0 = greedy) and length penalties."""
-    grid = spec.get("decoding")
-    if design != "decoding":
-        if grid is not None:
-            _fail(path, f"{where}, field 'decoding'", "only an experiment of design decoding takes a grid")
-        return {}
-    if model != "mt":
-        _fail(path, f"{where}, field 'model'", "a decoding experiment decodes Transformer runs: model mt")
-    beams, alphas = (grid.get(k) if isinstance(grid, dict) else None for k in ("beam_size", "length_penalty"))
-    if not isinstance(grid, dict) or set(grid) != {"beam_size", "length_penalty"} \
-            or not isinstance(beams, list) or not beams or not isinstance(alphas, list) or not alphas \
-            or any(type(b) is not int or b < 0 for b in beams) \
-            or any(type(a) not in (int, float) or a < 0 for a in alphas):
-        _fail(path, f"{where}, field 'decoding'", "must be {beam_size: [whole numbers, 0 = greedy], "
-                                                   "length_penalty: [numbers >= 0]}")
-    return {"beam_size": beams, "length_penalty": alphas}
 
 
 def _resolve_same_as(experiment: Experiment, experiments: list[Experiment], same_as_of: dict,

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-
-from pipeline.config import FINAL, Paths, setting_key
+from pipeline.config import FINAL, Paths
 from pipeline.experiments.definitions import Experiment
 from pipeline.runtime import World
-
 
 
 def train_missing(paths: Paths, experiments: list[Experiment]) -> None:
@@ -26,22 +24,8 @@ def train_missing(paths: Paths, experiments: list[Experiment]) -> None:
     if not World.from_env().main:  # under torchrun, rank 0 alone decodes and analyses
         return
     for experiment in experiments:
-        if experiment.design == "decoding":
-            decode_missing(paths, experiment)
+        experiment.kind.missing_work(paths, experiment)
         if experiment.analysis == "gradient_norms" and not paths.analysis("gradient_norms").exists():
             print(f"{experiment.name}: gradient norms of ResNet-18/34, residual and plain", flush=True)
             run_gradient_norms(paths, experiment.config(experiment.runs[0]))
 
-
-def decode_missing(paths: Paths, experiment: Experiment) -> None:
-    """A decoding experiment's validation decodes that its runs' decoding.json files do not hold yet."""
-    from pipeline.evaluate.decoding import decode_validation, decoded_settings
-
-    settings = experiment.settings()
-    for run in experiment.runs:
-        run_dir = paths.run(experiment.model, run.folder)
-        missing = [s for s in settings if setting_key(*s) not in decoded_settings(run_dir)]
-        if missing:
-            print(f"{experiment.name}: {run.folder}: {len(missing)} decoding settings of the validation sentences",
-                  flush=True)
-            decode_validation(run_dir, settings)

@@ -176,6 +176,52 @@ def _network_settings(norms: dict) -> str:
             f"{'on (residual blocks only)' if norms.get('identity_start', True) else 'off'}")
 
 
+def _deletion_plot(result: dict, out: Path, name: str) -> tuple:
+    return (experiment_figures.deletion_curves(result["deletion"], out / f"{name}.png"), "Deletion test",
+            "Confidence in the predicted class as 4 × 4-pixel regions are replaced by the dataset mean, in order of "
+            "Grad-CAM saliency, at random, and least salient first; mean and ± one standard deviation over the "
+            "images.", "Three falling curves of confidence against the share of the image removed.", "curves")
+
+
+def _decoding_plot(result: dict, out: Path, name: str) -> tuple:
+    return (experiment_figures.decoding_grid(result["answer"], out / f"{name}.png"),
+            "Validation BLEU by decoding setting", "Each point is the mean validation BLEU of the runs decoded with "
+            "one beam size and length penalty; the square marks the recipe's own setting. The intervals of the "
+            "differences are in the table.", "Lines of validation BLEU against the length penalty, one per beam size.",
+            "grid")
+
+
+def _curves_plot(result: dict, out: Path, name: str) -> tuple:
+    metrics = [m for m in ("val_accuracy", "val_bleu", "val_loss", "train_loss")
+               if any(r["curves"].get(m) for r in result["runs"])][:3]
+    return (experiment_figures.overlaid_curves(result, metrics, out / f"{name}.png"), "Curves of every arm",
+            ("The training loss every 25 optimiser steps, then " if any(r.get("loss_trace") for r in result["runs"])
+             else "") + "per epoch, each arm's mean over its runs; a band of ± one standard deviation where an arm "
+            "has several seeds.", f"Line charts of {', '.join(metrics)} per epoch, one line per arm.", "curves")
+
+
+def _sweep_scores_plot(result: dict, out: Path, name: str) -> tuple | None:
+    """Scores against the swept value and against minutes; none while a single value has finished."""
+    if len({r["config"][result["sweep"]] for r in result["runs"]}) < 2:
+        return None
+    scored = [m for m in result["metrics"] if m.startswith(("val_", "test_")) and not m.endswith("_loss")]
+    return (experiment_figures.sweep_scores(result, scored, out / f"{name}_scores.png"),
+            f"Scores against {result['sweep']} and training time",
+            f"The last {', '.join(scored)} of each value of {result['sweep']} (the mean of its runs), against the "
+            "value and against the minutes of training it took on the machines the table of runs names" + (
+                ": typical minutes, each epoch taken at the median time of the epochs at its image side among the "
+                "runs on the same CPU kind and precision, so a run slowed by a shared host does not move its point "
+                "(the table gives the measured ones)" if experiment_figures.has_typical_times(result) else "")
+            + ". Test scores are shown, never used to choose.",
+            f"Two line charts of {', '.join(scored)}: against {result['sweep']} and against minutes of training.",
+            "scores")
+
+
+# The figures a design's page shows (Design.plots), each: (file, title, caption, alt text, id suffix) or None.
+PLOTS = {"curves": _curves_plot, "sweep_scores": _sweep_scores_plot, "deletion": _deletion_plot,
+         "decoding_grid": _decoding_plot}
+
+
 def build_experiments(paths: Paths) -> list[dict]:
     """Every experiment figure, from site_assets/experiments/*.json."""
     out, figures = paths.site_assets / "experiments", []
@@ -188,42 +234,10 @@ def build_experiments(paths: Paths) -> list[dict]:
             return {"path": file.relative_to(paths.site_assets).as_posix(), "title": title, "caption": caption,
                     "alt": alt, "model": "experiments", "experiment": name, "id": f"exp_{name}_{kind}", "run": run}
 
-        if result["design"] == "deletion":
-            figures.append(entry(experiment_figures.deletion_curves(result["deletion"], out / f"{name}.png"),
-                                 "Deletion test", "Confidence in the predicted class as 4 × 4-pixel regions are "
-                                 "replaced by the dataset mean, in order of Grad-CAM saliency, at random, and least "
-                                 "salient first; mean and ± one standard deviation over the images.",
-                                 "Three falling curves of confidence against the share of the image removed.",
-                                 "curves"))
-        elif result["design"] == "decoding":
-            figures.append(entry(experiment_figures.decoding_grid(result["answer"], out / f"{name}.png"),
-                                 "Validation BLEU by decoding setting", "Each point is the mean validation BLEU "
-                                 "of the runs decoded with one beam size and length penalty; the square marks the "
-                                 "recipe's own setting. The intervals of the differences are in the table.",
-                                 "Lines of validation BLEU against the length penalty, one per beam size.", "grid"))
-        else:
-            metrics = [m for m in ("val_accuracy", "val_bleu", "val_loss", "train_loss")
-                       if any(r["curves"].get(m) for r in result["runs"])][:3]
-            figures.append(entry(experiment_figures.overlaid_curves(result, metrics, out / f"{name}.png"),
-                                 "Curves of every arm", ("The training loss every 25 optimiser steps, then " if any(
-                                     r.get("loss_trace") for r in result["runs"]) else "") + "per epoch, each arm's "
-                                 "mean over its runs; a band of ± one standard deviation where an arm has several "
-                                 "seeds.",
-                                 f"Line charts of {', '.join(metrics)} per epoch, one line per arm.", "curves"))
-        if result["design"] == "sweep" and len({r["config"][result["sweep"]] for r in result["runs"]}) > 1:
-            scored = [m for m in result["metrics"] if m.startswith(("val_", "test_")) and not m.endswith("_loss")]
-            figures.append(entry(experiment_figures.sweep_scores(result, scored, out / f"{name}_scores.png"),
-                                 f"Scores against {result['sweep']} and training time",
-                                 f"The last {', '.join(scored)} of each value of {result['sweep']} (the mean of its "
-                                 "runs), against the value and against the minutes of training it took on the "
-                                 "machines the table of runs names" + (
-                                     ": typical minutes, each epoch taken at the median time of the epochs at its "
-                                     "image side among the runs on the same CPU kind and precision, so a run slowed "
-                                     "by a shared host does not move its point (the table gives the measured ones)"
-                                     if experiment_figures.has_typical_times(result) else "")
-                                 + ". Test scores are shown, never used to choose.",
-                                 f"Two line charts of {', '.join(scored)}: against {result['sweep']} and against "
-                                 "minutes of training.", "scores"))
+        for plot in result["plots"]:
+            made = PLOTS[plot](result, out, name)
+            if made is not None:
+                figures.append(entry(*made))
         if "gradient_norms" in result:
             figures.append(entry(experiment_figures.gradient_norms(result["gradient_norms"],
                                                                    out / f"{name}_gradient_norms.png"),
