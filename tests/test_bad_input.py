@@ -138,3 +138,17 @@ def test_corrupted_corpora_load_or_fail_clearly(tmp_path, capsys):
             pytest.fail(f"case {case} ({kind}, {path.name}): {type(e).__name__}: {e}")
         else:
             assert pairs and all(s and t for s, t in pairs)
+
+
+def test_a_root_whose_assets_link_became_a_folder_is_named_not_overwritten(tmp_path):
+    """A copy of a root that followed the docs/assets link has a real folder there: the pages say so in one
+    paragraph and leave it as it is."""
+    from pipeline.config import Paths
+    from pipeline.report.pages import _mirror_handwritten
+
+    paths = Paths(tmp_path)
+    (paths.docs / "assets").mkdir(parents=True)
+    (paths.docs / "assets" / "kept.png").write_bytes(b"png")
+    with pytest.raises(PipelineError, match=r"docs/assets is a folder or file of its own.*move it aside") as caught:
+        _mirror_handwritten(paths)
+    assert "\n" not in str(caught.value) and (paths.docs / "assets" / "kept.png").read_bytes() == b"png"

@@ -213,6 +213,10 @@ def _mirror_handwritten(paths: Paths) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
     link = paths.docs / ASSETS_LINK
+    if link.exists() and not link.is_symlink():
+        raise PipelineError(f"{link} is a folder or file of its own, where the pages expect a link to ../site_assets "
+                            "(a copy of the root that followed the link makes one): move it aside and render the "
+                            "pages again, and they link it.")
     if not link.is_symlink():
         link.symlink_to(Path("..") / "site_assets", target_is_directory=True)
     write_text(paths.root / "mkdocs.yml", f"INHERIT: {REPO / 'mkdocs.yml'}\nhooks:\n  - {HOOKS}\n")
