@@ -291,7 +291,8 @@ class Decoding(Design):
                                                 record["settings"][default]["hypotheses"], record["references"],
                                                 tokenize=record["tokenize"]), "seed": r.seed})
             interval = stats.pooled_interval(training)
-            word = WORDS.get(stats.verdict(interval, "higher"), stats.verdict(interval, "higher"))
+            word = stats.verdict(interval, "higher")
+            word = WORDS.get(word, word)
             comparisons.append({"arm": key, "against": default, "value": key, "expect": None, "mean": means[key],
                                 "metrics": [{"metric": "val_bleu", "difference": means[key] - means[default],
                                              "training": training, "interval": interval, "sample": None,
