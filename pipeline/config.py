@@ -23,6 +23,7 @@ CONFIG = "config.json"
 PROVENANCE = "provenance.json"
 DECODE_SPEED = "decode_speed.json"  # the Transformer's beam search timed batched and one sentence at a time (bench)
 DECODING = "decoding.json"  # validation decodes per beam size and length penalty (an experiment of design decoding)
+VIEWS = "views.json"  # validation scores per setting of test-time views (an experiment of design views)
 DELETION = "deletion"  # the main run's Grad-CAM deletion test: an analysis (Paths.analysis), written by its evaluation
 STEP_SPEED = "step_speed.json"  # the ResNet's training step timed eager and under torch.compile (bench)
 MAIN_RUN = "main"  # the run the model pages show
@@ -262,6 +263,11 @@ def setting_key(beam_size: int, length_penalty: float) -> str:
     """How a decoding setting is named in files and on pages (beam size 0 is greedy decoding, which has no
     length penalty)."""
     return "greedy" if beam_size == 0 else f"beam {beam_size}, alpha {length_penalty:g}"
+
+
+def views_key(mirror: bool, shift: int) -> str:
+    """How a setting of test-time views is named in files and on pages (a shift needs the mirror: test_tta)."""
+    return "mirror" + (f" + shift {shift}" if shift else "") if mirror else "image alone"
 
 
 PROFILES: dict[str, dict[str, dict]] = {

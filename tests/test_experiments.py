@@ -16,7 +16,8 @@ from pipeline.compare.records import EpochTime, RunRecord, by_arm, differing_fie
 from pipeline.compare.stats import mcnemar, pooled_interval, seed_summary, training_difference, verdict
 from pipeline.scoring.bleu import paired_bleu
 from pipeline.experiments.definitions import load_experiments, parse_experiments
-from pipeline.experiments.designs import DESIGNS, Evidence, sweep_answer
+from pipeline.experiments.base import Evidence
+from pipeline.experiments.designs import DESIGNS, sweep_answer
 
 GOOD = {
     "tiny": {"model": "cls", "question": "Q?", "metrics": ["val_accuracy"], "design": "ablation",
@@ -573,6 +574,91 @@ def test_a_decoding_setting_is_chosen_only_when_it_beats_the_default_by_the_rule
     dirty.unlink()  # a run not decoded yet: not complete
     assert not compare_experiment(Paths(tmp_path), experiment)["complete"]
 
+
+
+VIEWS_GRID = {"views": {"model": "cls", "question": "Q?", "metrics": ["val_accuracy"], "design": "views",
+                        "budget": "inference only", "views": {"shift": [0, 1, 2]},
+                        "runs": {"s0": {"seed": 0}, "s1": {"seed": 1}, "s2": {"seed": 2}}}}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["views"]["views"].update(shift=[1, 2]), r"field 'views': the grid must include the recipe's own "
+                                                         r"views"),
+    (lambda d: d["views"]["views"].update(shift=[0, "one"]), r"field 'views': must be \{shift"),
+    (lambda d: d["views"].update(views={"shift": [0], "scale": [1]}), r"field 'views': must be \{shift"),
+    (lambda d: d["views"]["runs"]["s2"].update(flip="alternate"), r"field 'runs': the runs of a views experiment "
+                                                                  r"must share one recipe"),
+    (lambda d: d["views"].update(metrics=["test_accuracy", "val_accuracy"]), r"chooses on val_accuracy"),
+    (lambda d: d["views"].update(model="mt", metrics=["val_bleu"]), r"field 'model': a views experiment scores "
+                                                                     r"ResNet runs"),
+    (lambda d: d.update(other={**GOOD["tiny"], "views": {"shift": [0]}}),
+     r"experiment 'other', field 'views': only an experiment of design views"),
+])
+def test_a_bad_views_experiment_names_the_file_and_the_field(tmp_path, change, message):
+    data = copy.deepcopy(VIEWS_GRID)
+    change(data)
+    with pytest.raises(PipelineError, match=message):
+        parse_experiments(data, tmp_path / "x.yaml")
+
+
+def _write_viewed_run(root, folder, seed, better: bool):
+    """A finished ResNet run of the default recipe and its validation scores with each setting of views: 400
+    images, of which every setting gets 300 right, except the mirror shifted by 2 pixels, which gets 340 right when
+    `better`, and 260 when not."""
+    from pipeline.config import make_config
+    from pipeline.io import write_json
+
+    run = root / "runs" / "cls" / folder
+    write_json(run / "config.json", {"model": "cls", **dataclasses.asdict(make_config("cls", "full", {"seed": seed}))})
+    write_json(run / "provenance.json", {"git_commit": "abc", "precision": "bf16", "processes": 1, "device": "cpu",
+                                         "cpu": "AMD EPYC", "cpu_family": 25, "cpu_model": 17, "threads": 2})
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 2.0, "val_accuracy": 0.75}) + "\n")
+    write_json(run / "final.json", {"test_accuracy": 0.75, "train_wall_s": 1.0})
+    settings = {}
+    for key, mirror, shift in (("image alone", False, 0), ("mirror", True, 0), ("mirror + shift 1", True, 1),
+                               ("mirror + shift 2", True, 2)):
+        wrong = 60 if key == "mirror + shift 2" and better else 140 if key == "mirror + shift 2" else 100
+        settings[key] = {"mirror": mirror, "shift": shift, "passes": 6 if shift else 2 if mirror else 1,
+                         "val_accuracy": 1 - (wrong + seed) / 400, "val_loss": 0.5,
+                         "wrong": list(range(wrong + seed)), "seconds": 0.4 * (6 if shift else 2 if mirror else 1),
+                         "git_commit": "abc"}
+    write_json(run / "views.json", {"images": 400, "split_sha": "x", "settings": settings,
+                                    "provenance": {"cpu": "AMD EPYC", "cpu_family": 25, "cpu_model": 17}})
+
+
+@pytest.mark.parametrize("better", [True, False])
+def test_a_views_setting_is_chosen_only_when_it_beats_the_recipes_own_by_the_rule(tmp_path, better, monkeypatch):
+    from pipeline.compare.experiments import compare_all, compare_experiment
+    from pipeline.compare.records import COUNT_UNCOMMITTED
+    from pipeline.config import Paths
+    from pipeline.report.pages import EXPERIMENT_PAGE, environment
+
+    experiment = parse_experiments(copy.deepcopy(VIEWS_GRID), tmp_path / "x.yaml")[0]
+    for seed in range(3):
+        _write_viewed_run(tmp_path, f"views-s{seed}", seed, better)
+    result = compare_experiment(Paths(tmp_path), experiment)
+    answer, verdicts = result["answer"], {c["arm"]: c["verdict"] for c in result["comparisons"]}
+    assert answer["default"] == "mirror" and answer["scored_runs"] == 3 and result["complete"]
+    assert verdicts == {"image alone": "no clear difference", "mirror + shift 1": "no clear difference",
+                        "mirror + shift 2": "better" if better else "worse"}
+    assert answer["changed"] == better
+    assert answer["chosen_value"] == ("mirror + shift 2" if better else "mirror")
+    chosen = next(c for c in result["comparisons"] if c["arm"] == "mirror + shift 2")["metrics"][0]
+    assert [t["seed"] for t in chosen["seed_tests"]] == [0, 1, 2] and all(t["p_value"] < 0.05
+                                                                           for t in chosen["seed_tests"])
+    page = environment().get_template(EXPERIMENT_PAGE).render(e={**result, "figures": {}}, assets="../../assets")
+    assert "| mirror (default) | 74.75% | 2 | 2.00 |" in page and "| mirror + shift 1 | 74.75% | 6 | 6.00 |" in page
+    assert ("**mirror + shift 2 beats the default by the rule**" in page) == better
+    assert ("**No setting beat the default by the rule**" in page) != better
+    assert ("| McNemar, by seed: 0: 1.8e-12, 1: 1.8e-12, 2: 1.8e-12 | **" + ("better" if better else "worse")) in page
+    assert "Scored at commit `abc` on AMD EPYC (family 25, model 17)." in page
+    compare_all(Paths(tmp_path), [experiment])
+    dirty = tmp_path / "runs" / "cls" / "views-s2" / "views.json"  # scored from uncommitted changes: not counted
+    dirty.write_text(dirty.read_text().replace('"git_commit": "abc"', '"git_commit": "abc-dirty"', 1))
+    monkeypatch.setenv(COUNT_UNCOMMITTED, "0")
+    assert compare_experiment(Paths(tmp_path), experiment)["answer"]["scored_runs"] == 2
+    dirty.unlink()  # a run not scored yet: not complete
+    assert not compare_experiment(Paths(tmp_path), experiment)["complete"]
 
 def test_the_comparison_figure_and_page_stages_import_no_torch():
     """They read only the files the stages before them wrote, so they run, and stay fast, without torch."""

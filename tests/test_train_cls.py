@@ -377,3 +377,25 @@ def test_the_loss_trace_averages_windows_and_folds_a_short_last_one_into_the_one
     assert trace(60) == [[25, 12.0], [60, 42.0]]  # steps 25-59 together: 10 leftover steps are too few alone
     assert trace(70) == [[25, 12.0], [50, 37.0], [70, 59.5]]  # 20 leftover steps stand alone
     assert trace(10, first=100) == [[110, 104.5]]
+
+
+def test_the_views_grid_scores_the_validation_images_the_run_was_validated_on(cifar_root, monkeypatch):
+    from pipeline.evaluate import views
+
+    paths = Paths(cifar_root)
+    runner.run(ClsTask(make_config("cls", "full", TINY), paths), "cls", paths.run("cls"))
+    record = views.score_views(paths, paths.run("cls"), [(False, 0), (True, 0), (True, 1)])
+    settings = record["settings"]
+    assert set(settings) == {"image alone", "mirror", "mirror + shift 1"} and record["images"] == 32
+    assert [settings[k]["passes"] for k in ("image alone", "mirror", "mirror + shift 1")] == [1, 2, 6]
+    # The image alone, as validation scores while training: the accuracy the run's last epoch logged.
+    assert settings["image alone"]["val_accuracy"] == _metrics(paths.run("cls"))[-1]["val_accuracy"]
+    assert all(len(s["wrong"]) == round(32 * (1 - s["val_accuracy"])) for s in settings.values())
+    calls = []
+    real = views.ClsPredictor
+    monkeypatch.setattr(views, "ClsPredictor", lambda *a: calls.append((a[4], a[1].tta_translate)) or real(*a))
+    record = views.score_views(paths, paths.run("cls"), [(False, 0), (True, 1), (True, 2)])
+    assert calls == [(True, 2)] and len(record["settings"]) == 4  # only the setting not scored before
+    (paths.run("cls") / "checkpoint.pt").unlink()
+    with pytest.raises(runner.PipelineError, match=r"main/checkpoint\.pt is missing: the views experiment"):
+        views.score_views(paths, paths.run("cls"), [(True, 3)])

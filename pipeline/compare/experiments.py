@@ -21,7 +21,7 @@ from pipeline.compare.schema import check_result
 from pipeline.compare.timing import typical_train_s
 from pipeline.config import Paths
 from pipeline.experiments.definitions import Experiment
-from pipeline.experiments.designs import Evidence
+from pipeline.experiments.base import Evidence
 from pipeline.io import read_json, write_json
 
 INSIGHTS = "insights.json"  # the tests behind the insights page's sentences

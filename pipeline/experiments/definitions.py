@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import CONFIGS, MAIN_RUN, PROFILES, REPO, PipelineError, check_run_name, make_config
-from pipeline.experiments.designs import DESIGN_FIELDS, DESIGNS, Design
+from pipeline.experiments.base import Design
+from pipeline.experiments.designs import DESIGN_FIELDS, DESIGNS
 from pipeline.experiments.metrics import EPOCH_METRICS, FINAL_METRICS
 
 EXPERIMENTS_FILE = "PIPELINE_EXPERIMENTS"  # the variable naming another experiments file (Make's EXPERIMENTS=)
@@ -53,6 +54,7 @@ class Experiment:
     confirmatory: bool = False  # declared before its runs: no verdict until every declared run has finished
     decoding: dict = dataclasses.field(default_factory=dict)  # decoding: {beam_size: [...], length_penalty: [...]}
     exploratory: bool = False  # a lead for a later confirmation: it says what scored best and chooses nothing
+    views: dict = dataclasses.field(default_factory=dict)  # views: {shift: [...]}, the test-time views scored
 
     @property
     def kind(self) -> Design:
@@ -88,7 +90,8 @@ def _fail(path: Path, where: str, problem: str):
 
 
 KNOWN_FIELDS = {"model", "question", "metrics", "design", "budget", "base", "runs", "profile", "control", "sweep",
-                "choose_on", "analysis", "comparisons", "claim", "caveats", "confirmatory", "exploratory", "decoding"}
+                "choose_on", "analysis", "comparisons", "claim", "caveats", "confirmatory", "exploratory", "decoding",
+                "views"}
 
 
 def parse_experiments(data, path: Path) -> list[Experiment]:
@@ -126,7 +129,7 @@ def _parse_experiment(name: str, spec, path: Path, same_as_of: dict) -> Experime
                             spec.get("analysis"), _parse_comparisons(spec, {r.arm for r in runs}, path, where),
                             spec.get("claim", "").strip(), tuple(c.strip() for c in caveats), dict(base),
                             spec.get("confirmatory", False), spec.get("decoding") or {},
-                            spec.get("exploratory", False))
+                            spec.get("exploratory", False), spec.get("views") or {})
     for run in runs:
         try:
             experiment.config(run)
