@@ -383,10 +383,14 @@ def test_the_views_grid_scores_the_validation_images_the_run_was_validated_on(ci
     from pipeline.evaluate import views
 
     paths = Paths(cifar_root)
-    runner.run(ClsTask(make_config("cls", "full", TINY), paths), "cls", paths.run("cls"))
+    task = ClsTask(make_config("cls", "full", TINY), paths)
+    runner.run(task, "cls", paths.run("cls"))
+    scored, real_logits = [], ClsPredictor.logits
+    monkeypatch.setattr(ClsPredictor, "logits", lambda self, images: scored.append(images) or real_logits(self, images))
     record = views.score_views(paths, paths.run("cls"), [(False, 0), (True, 0), (True, 1)])
     settings = record["settings"]
     assert set(settings) == {"image alone", "mirror", "mirror + shift 1"} and record["images"] == 32
+    assert len(scored) == 3 and all(torch.equal(images, task.val_images) for images in scored)
     assert [settings[k]["passes"] for k in ("image alone", "mirror", "mirror + shift 1")] == [1, 2, 6]
     # The image alone, as validation scores while training: the accuracy the run's last epoch logged.
     assert settings["image alone"]["val_accuracy"] == _metrics(paths.run("cls"))[-1]["val_accuracy"]
