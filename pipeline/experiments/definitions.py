@@ -18,12 +18,6 @@ EXPERIMENTS_FILE = "PIPELINE_EXPERIMENTS"  # the variable naming another experim
 ANALYSES = ("gradient_norms",)
 
 
-def decoding_setting(beam_size: int, length_penalty: float) -> tuple[int, float]:
-    """A (beam size, length penalty) pair as the grid holds it: greedy decoding (beam size 0) has no length
-    penalty, so every greedy pair is (0, 0.0)."""
-    return beam_size, float(length_penalty) if beam_size else 0.0
-
-
 @dataclass(frozen=True)
 class RunSpec:
     name: str  # as in experiments.yaml
@@ -67,16 +61,6 @@ class Experiment:
 
     def config(self, run: RunSpec):
         return make_config(self.model, self.profile, run.overrides)
-
-    def settings(self) -> list[tuple[int, float]]:
-        """A decoding experiment's grid: every (beam size, length penalty), beam size 0 (greedy) once."""
-        return list(dict.fromkeys(decoding_setting(beam, alpha) for beam in self.decoding["beam_size"]
-                                  for alpha in self.decoding["length_penalty"]))
-
-    def default_setting(self) -> tuple[int, float]:
-        """The (beam size, length penalty) of the recipe a decoding experiment's runs share."""
-        config = make_config(self.model, self.profile, self.base)
-        return decoding_setting(config.beam_size, config.length_penalty)
 
     def command(self, run: RunSpec) -> str:
         """The command that trains one run by hand."""

@@ -21,10 +21,28 @@ if TYPE_CHECKING:
     from pipeline.experiments.definitions import Experiment
 
 
+def decoding_setting(beam_size: int, length_penalty: float) -> tuple[int, float]:
+    """A (beam size, length penalty) pair as the grid holds it: greedy decoding (beam size 0) has no length
+    penalty, so every greedy pair is (0, 0.0)."""
+    return beam_size, float(length_penalty) if beam_size else 0.0
+
+
 class Decoding(Design):
     name, fields, one_arm, trains, plots = "decoding", ("decoding",), True, False, ("decoding_grid",)
     answer_fields = ("metric", "default", "default_score", "best", "best_score", "chosen_value", "changed",
                      "decoded_runs", "decoded_at", "decoded_on", "sentences", "alphas", "table")
+
+    @staticmethod
+    def settings(e: Experiment) -> list[tuple[int, float]]:
+        """The grid: every (beam size, length penalty), beam size 0 (greedy) once."""
+        return list(dict.fromkeys(decoding_setting(beam, alpha) for beam in e.decoding["beam_size"]
+                                  for alpha in e.decoding["length_penalty"]))
+
+    @staticmethod
+    def default_setting(e: Experiment) -> tuple[int, float]:
+        """The (beam size, length penalty) of the recipe the runs share."""
+        config = e.config(e.runs[0])
+        return decoding_setting(config.beam_size, config.length_penalty)
 
     def check(self, e, fail):
         if e.model != "mt":
@@ -36,7 +54,7 @@ class Decoding(Design):
                 or any(type(b) is not int or b < 0 for b in beams) \
                 or any(type(a) not in (int, float) or a < 0 for a in alphas):
             fail("decoding", "must be {beam_size: [whole numbers, 0 = greedy], length_penalty: [numbers >= 0]}")
-        if e.default_setting() not in e.settings():
+        if self.default_setting(e) not in self.settings(e):
             fail("decoding", "the grid must include the recipe's own beam_size and length_penalty: a setting is "
                              "chosen only when it beats the default")
         if e.metrics[0] != "val_bleu":
@@ -50,7 +68,7 @@ class Decoding(Design):
         """The validation decodes that the runs' decoding.json files do not hold yet."""
         from pipeline.evaluate.decoding import decode_validation, decoded_settings
 
-        settings = e.settings()
+        settings = self.settings(e)
         for run in e.runs:
             run_dir = paths.run(e.model, run.folder)
             missing = [s for s in settings if setting_key(*s) not in decoded_settings(run_dir)]
@@ -62,7 +80,7 @@ class Decoding(Design):
     def inputs(self, paths, e, records):
         """The validation decodes, by run folder: only runs whose decoding.json holds every setting of the grid,
         each decoded from a commit (or counted anyway, as runs are, in a draft report); None: none yet."""
-        keys = {setting_key(*s) for s in e.settings()}
+        keys = {setting_key(*s) for s in self.settings(e)}
         decodes = {}
         for r in records:
             path = paths.run(e.model, r.folder) / DECODING
@@ -84,8 +102,8 @@ class Decoding(Design):
         from pipeline.scoring.bleu import paired_bleu
 
         e, decodes = ev.experiment, ev.inputs["decodes"]
-        keys = [setting_key(*s) for s in e.settings()]
-        default = setting_key(*e.default_setting())
+        keys = [setting_key(*s) for s in self.settings(e)]
+        default = setting_key(*self.default_setting(e))
         decoded = [r for r in ev.records if r.folder in decodes]
         scores = {k: {r.seed: decodes[r.folder]["settings"][k]["val_bleu"] for r in decoded} for k in keys}
         means = {k: float(np.mean(list(v.values()))) for k, v in scores.items()}
