@@ -128,7 +128,7 @@ class ClsConfig:
 
     seed: int = option(0, "seeds the split, the initial weights and every epoch's order and augmentation")
     device: str = option("auto", "auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps")
-    epochs: int = option(6, "passes over the training images")
+    epochs: int = option(7, "passes over the training images")
     batch_size: int = option(128, "images per optimiser step")
     eval_batch_size: int = option(500, "images per forward pass when scoring")
     lr: float = option(0.6, "peak learning rate of the one-cycle schedule")
@@ -145,11 +145,11 @@ class ClsConfig:
         "with resolutions empty: side (pixels) the images are scaled to in the first low_res_epochs")
     low_res_epochs: int = option(3, "with resolutions empty: epochs trained on images scaled to low_res pixels")
     resolutions: str = option(
-        "16,16,20,24,32,32",
+        "16,16,16,20,24,32,32",
         "image side per epoch, comma-separated (progressive resizing); with another --epochs and no --resolutions, "
         "this ramp is spread over them; empty: low_res for low_res_epochs, then 32")
     flip: str = option(
-        "random",
+        "alternate",
         'training mirror images: "random" (each image, each epoch, a coin) or "alternate" (a coin in the first '
         'epoch, then the other side every next epoch)')
     cutout: int = option(0, "side (pixels) of a square of each training image set to the mean (0 = none)")
@@ -456,7 +456,7 @@ def validate(config):
 
 
 # Fields whose default changed after runs were saved without them: such a run was trained with this value.
-EARLIER_DEFAULTS = {"cls": {"resolutions": "", "bn_weight_decay": True, "bn_lr_scale": 1.0},
+EARLIER_DEFAULTS = {"cls": {"resolutions": "", "bn_weight_decay": True, "bn_lr_scale": 1.0, "flip": "random"},
                     "mt": {"lr_schedule": "inverse_sqrt", "precision": "fp32"}}
 
 

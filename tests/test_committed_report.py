@@ -90,12 +90,16 @@ def test_the_numbers_the_readme_cites_are_the_run_files():
     cls = read("runs/cls/main/final.json")
     assert f"{cls['parameters']:,} parameters" in readme
     mt = read("runs/mt/main/final.json")
-    machine = {(p["cpu_family"], p["cpu_model"], p["precision"]) for p in (read(f"runs/{m}/main/provenance.json")
-                                                                          for m in ("cls", "mt"))}
-    assert machine == {(6, 167, "bf16")} and "on the Intel Xeon (family 6, model 167), in bf16" in readme
-    assert (f"the ResNet-18 trained in {cls['train_wall_s'] / 60:.1f} min and the Transformer in "
-            f"{mt['train_wall_s'] / 60:.1f} min, and scoring their test sets took {cls['test_wall_s']:.0f} s and "
-            f"{mt['test_wall_s']:.0f} s, so `make train` there is about "
+    kinds = {(6, 167): "Intel Xeon", (25, 17): "AMD EPYC Zen 4"}
+
+    def where(model):
+        p = read(f"runs/{model}/main/provenance.json")
+        return (f"on the {kinds[p['cpu_family'], p['cpu_model']]} (family {p['cpu_family']}, model {p['cpu_model']}), "
+                f"in {p['precision']}")
+
+    assert (f"the ResNet-18 trained in {cls['train_wall_s'] / 60:.1f} min {where('cls')}, and the Transformer in "
+            f"{mt['train_wall_s'] / 60:.1f} min {where('mt')}; scoring their test sets took {cls['test_wall_s']:.0f} s "
+            f"and {mt['test_wall_s']:.0f} s, so `make train` is about "
             f"{(cls['train_wall_s'] + mt['train_wall_s']) / 60:.0f} min of training") in readme
     long = read("runs/mt/long/final.json")
     assert (f"8 epochs over {long['train_pairs']:,} training pairs took {long['train_wall_s'] / 60:.0f} min, "

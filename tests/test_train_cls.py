@@ -322,8 +322,8 @@ def test_recipe_options_change_what_they_name_and_nothing_else(cifar_root):
     with pytest.raises(runner.PipelineError, match="image sides from 8 to 32"):
         make_config("cls", "full", ["--epochs", "3", "--resolutions", "16,40,32"])
     # Another number of epochs and no --resolutions: the default ramp, spread from its first side to its last.
-    assert make_config("cls").resolutions == "16,16,20,24,32,32"
-    assert make_config("cls", "full", ["--epochs", "8"]).resolutions == "16,16,16,20,24,32,32,32"
+    assert make_config("cls").resolutions == "16,16,16,20,24,32,32"
+    assert make_config("cls", "full", ["--epochs", "8"]).resolutions == "16,16,16,20,20,24,32,32"
     assert make_config("cls", "full", ["--epochs", "2"]).resolutions == "16,32"
     assert make_config("cls", "smoke").resolutions == "32"
     old = make_config("cls", "full", {"epochs": 5, "resolutions": ""})  # the earlier default: 20 px, then 32

@@ -85,7 +85,8 @@ def correct_family(comparisons: list[dict]) -> list[dict]:
 
 def borrowed_spreads(paths: Paths, experiments: list) -> dict:
     """Per model and metric, the seed spread of the model's seeds experiment (its default recipe), which arms
-    with a single run borrow: {"sd", "n", "source", "machines"}."""
+    with a single run borrow: {"sd", "n", "source", "machines"}. Where a model has several (an earlier default's
+    kept), the first in experiments.yaml with two runs or more lends it."""
     spreads = {}
     for experiment in experiments:
         if not experiment.kind.lends_spread:
@@ -93,7 +94,7 @@ def borrowed_spreads(paths: Paths, experiments: list) -> dict:
         records, _ = finished_runs(paths, experiment)
         for metric in FINAL_METRICS[experiment.model] + EPOCH_METRICS[experiment.model]:
             values = [r.values[metric] for r in records if metric in r.values]
-            if len(values) >= 2:
+            if len(values) >= 2 and metric not in spreads.get(experiment.model, {}):
                 spreads.setdefault(experiment.model, {})[metric] = {
                     "sd": float(np.std(values, ddof=1)), "n": len(values), "source": experiment.name,
                     "machines": [m["machine"] for m in machines_of(records)]}
