@@ -586,7 +586,7 @@ VIEWS_GRID = {"views": {"model": "cls", "question": "Q?", "metrics": ["val_accur
                                                          r"views"),
     (lambda d: d["views"]["views"].update(shift=[0, "one"]), r"field 'views': must be \{shift"),
     (lambda d: d["views"].update(views={"shift": [0], "scale": [1]}), r"field 'views': must be \{shift"),
-    (lambda d: d["views"]["runs"]["s2"].update(flip="alternate"), r"field 'runs': the runs of a views experiment "
+    (lambda d: d["views"]["runs"]["s2"].update(epochs=3), r"field 'runs': the runs of a views experiment "
                                                                   r"must share one recipe"),
     (lambda d: d["views"].update(metrics=["test_accuracy", "val_accuracy"]), r"chooses on val_accuracy"),
     (lambda d: d["views"].update(model="mt", metrics=["val_bleu"]), r"field 'model': a views experiment scores "

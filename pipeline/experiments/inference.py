@@ -14,11 +14,22 @@ from pipeline.compare.arms import correct_family
 from pipeline.compare.provenance import machine
 from pipeline.compare.records import traced
 from pipeline.config import DECODING, VIEWS, setting_key, views_key
-from pipeline.experiments.base import WORDS, Design
+from pipeline.experiments.base import WORDS, Design, Fail
 from pipeline.io import read_json
 
 if TYPE_CHECKING:
     from pipeline.experiments.definitions import Experiment
+
+
+def check_one_recipe(e: Experiment, fail: Fail, metric: str) -> None:
+    """What a grid design's runs must be: scored on `metric`, listed first, and of one recipe (same_as included)
+    that differ only in their seed."""
+    if e.metrics[0] != metric:
+        fail("metrics", f"a {e.design} experiment chooses on {metric}: list it first")
+    recipes = {repr({k: v for k, v in dataclasses.asdict(e.config(r)).items() if k != "seed"}) for r in e.runs}
+    if len(recipes) > 1:
+        fail("runs", f"the runs of a {e.design} experiment must share one recipe (same_as included) and differ "
+                     "only in their seed")
 
 
 def decoding_setting(beam_size: int, length_penalty: float) -> tuple[int, float]:
@@ -57,12 +68,7 @@ class Decoding(Design):
         if self.default_setting(e) not in self.settings(e):
             fail("decoding", "the grid must include the recipe's own beam_size and length_penalty: a setting is "
                              "chosen only when it beats the default")
-        if e.metrics[0] != "val_bleu":
-            fail("metrics", "a decoding experiment chooses on val_bleu: list it first")
-        recipes = {repr({k: v for k, v in dataclasses.asdict(e.config(r)).items() if k != "seed"}) for r in e.runs}
-        if len(recipes) > 1:
-            fail("runs", "the runs of a decoding experiment must share one recipe (same_as included) and differ "
-                         "only in their seed")
+        check_one_recipe(e, fail, "val_bleu")
 
     def missing_work(self, paths, e):
         """The validation decodes that the runs' decoding.json files do not hold yet."""
@@ -155,12 +161,7 @@ class Views(Design):
         if not isinstance(e.views, dict) or set(e.views) != {"shift"} or not isinstance(shifts, list) or not shifts \
                 or any(type(s) is not int or not 0 <= s <= 4 for s in shifts):
             fail("views", "must be {shift: [whole numbers of pixels, 0 to 4; 0 = the mirror image alone]}")
-        if e.metrics[0] != "val_accuracy":
-            fail("metrics", "a views experiment chooses on val_accuracy: list it first")
-        recipes = {repr({k: v for k, v in dataclasses.asdict(e.config(r)).items() if k != "seed"}) for r in e.runs}
-        if len(recipes) > 1:
-            fail("runs", "the runs of a views experiment must share one recipe (same_as included) and differ only "
-                         "in their seed")
+        check_one_recipe(e, fail, "val_accuracy")
         if self.default_setting(e) not in self.settings(e):
             fail("views", "the grid must include the recipe's own views (test_tta, tta_translate): a setting is "
                           "chosen only when it beats the default")
