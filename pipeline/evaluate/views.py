@@ -16,7 +16,6 @@ from pipeline.config import CHECKPOINT, VIEWS, Paths, PipelineError, views_key
 from pipeline.data.cifar10 import load_cifar10, split_train_val
 from pipeline.io import read_json, write_json
 from pipeline.runtime import pick_device, progress, provenance
-from pipeline.train.cls import score
 from pipeline.trained import ClsPredictor, load_resnet
 
 
@@ -56,11 +55,11 @@ def score_views(paths: Paths, run_dir: Path, settings: list[tuple[bool, int]]) -
             logits = predictor.logits(images)
             seconds = time.perf_counter() - start
             bar.update(len(labels))
-            scores = score(logits, labels)  # as validation scores while training
-            results[views_key(mirror, shift)] = {
+            wrong = np.flatnonzero((logits.argmax(1) != labels).numpy()).tolist()
+            results[views_key(mirror, shift)] = {  # accuracy and loss as validation reports them while training
                 "mirror": mirror, "shift": shift, "passes": len(predictor.views(images[:1].float())),
-                "val_accuracy": scores["accuracy"], "val_loss": scores["loss"],
-                "wrong": np.flatnonzero((logits.argmax(1) != labels).numpy()).tolist(),
+                "val_accuracy": (len(labels) - len(wrong)) / len(labels),
+                "val_loss": torch.nn.functional.cross_entropy(logits, labels).item(), "wrong": wrong,
                 "seconds": round(seconds, 2), "git_commit": where["git_commit"]}
     record = {"images": len(labels), "split_sha": _digest(val_idx), "settings": results,
               "provenance": kept.get("provenance") if not todo else where}
