@@ -660,6 +660,37 @@ def test_a_views_setting_is_chosen_only_when_it_beats_the_recipes_own_by_the_rul
     dirty.unlink()  # a run not scored yet: not complete
     assert not compare_experiment(Paths(tmp_path), experiment)["complete"]
 
+
+def test_single_runs_borrow_the_spread_of_the_seeds_experiment_with_the_most_runs(tmp_path):
+    """An earlier default's seeds experiment kept beside today's lends its spread until today's has as many runs."""
+    from pipeline.compare.arms import borrowed_spreads
+    from pipeline.config import Paths, make_config
+    from pipeline.io import write_json
+
+    def seeds(name, epochs, n):
+        return {"model": "cls", "question": "Q?", "metrics": ["test_accuracy"], "design": "seeds", "budget": "b",
+                "base": {"epochs": epochs}, "runs": {f"s{i}": {"seed": i} for i in range(n)}}
+
+    def finish(folder, seed, epochs, accuracy):
+        run = tmp_path / "runs" / "cls" / folder
+        write_json(run / "config.json", {"model": "cls", **dataclasses.asdict(
+            make_config("cls", "full", {"seed": seed, "epochs": epochs}))})
+        write_json(run / "provenance.json", {"git_commit": "abc", "precision": "bf16", "device": "cpu"})
+        (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 1.0}) + "\n")
+        write_json(run / "final.json", {"test_accuracy": accuracy, "train_wall_s": 1.0})
+
+    experiments = parse_experiments({"today": seeds("today", 7, 4), "earlier": seeds("earlier", 6, 3)},
+                                    tmp_path / "x.yaml")
+    for i, accuracy in enumerate([0.88, 0.89, 0.90]):
+        finish(f"earlier-s{i}", i, 6, accuracy)
+    for i, accuracy in enumerate([0.90, 0.91]):
+        finish(f"today-s{i}", i, 7, accuracy)
+    spread = borrowed_spreads(Paths(tmp_path), experiments)["cls"]["test_accuracy"]
+    assert (spread["source"], spread["n"]) == ("earlier", 3) and spread["sd"] == pytest.approx(0.01)
+    finish("today-s2", 2, 7, 0.92)  # as many runs as the earlier default's: today's, first in the file, lends
+    spread = borrowed_spreads(Paths(tmp_path), experiments)["cls"]["test_accuracy"]
+    assert (spread["source"], spread["n"]) == ("today", 3)
+
 def test_the_comparison_figure_and_page_stages_import_no_torch():
     """They read only the files the stages before them wrote, so they run, and stay fast, without torch."""
     import subprocess

@@ -86,7 +86,8 @@ def correct_family(comparisons: list[dict]) -> list[dict]:
 def borrowed_spreads(paths: Paths, experiments: list) -> dict:
     """Per model and metric, the seed spread of the model's seeds experiment (its default recipe), which arms
     with a single run borrow: {"sd", "n", "source", "machines"}. Where a model has several (an earlier default's
-    kept), the first in experiments.yaml with two runs or more lends it."""
+    kept), the one with the most runs lends it (the first in experiments.yaml on a tie): a spread over two seeds
+    would widen every borrowed interval more than a change of recipe moves it."""
     spreads = {}
     for experiment in experiments:
         if not experiment.kind.lends_spread:
@@ -94,7 +95,7 @@ def borrowed_spreads(paths: Paths, experiments: list) -> dict:
         records, _ = finished_runs(paths, experiment)
         for metric in FINAL_METRICS[experiment.model] + EPOCH_METRICS[experiment.model]:
             values = [r.values[metric] for r in records if metric in r.values]
-            if len(values) >= 2 and metric not in spreads.get(experiment.model, {}):
+            if len(values) >= max(2, spreads.get(experiment.model, {}).get(metric, {}).get("n", 0) + 1):
                 spreads.setdefault(experiment.model, {})[metric] = {
                     "sd": float(np.std(values, ddof=1)), "n": len(values), "source": experiment.name,
                     "machines": [m["machine"] for m in machines_of(records)]}
