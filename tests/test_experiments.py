@@ -509,19 +509,29 @@ def test_a_bad_decoding_experiment_names_the_file_and_the_field(tmp_path, change
         parse_experiments(data, tmp_path / "x.yaml")
 
 
+def _write_finished_run(root, model: str, folder: str, overrides: dict, cpu: tuple, epoch: dict, final: dict):
+    """A finished run's own files: its config (the default with overrides), provenance on a CPU (name, family,
+    model), one epoch's metrics and its final scores."""
+    from pipeline.config import make_config
+    from pipeline.io import write_json
+
+    run = root / "runs" / model / folder
+    write_json(run / "config.json", {"model": model, **dataclasses.asdict(make_config(model, "full", overrides))})
+    write_json(run / "provenance.json", {"git_commit": "abc", "precision": "bf16", "processes": 1, "device": "cpu",
+                                         "cpu": cpu[0], "cpu_family": cpu[1], "cpu_model": cpu[2], "threads": 2})
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 2.0, **epoch}) + "\n")
+    write_json(run / "final.json", {**final, "train_wall_s": 1.0})
+    return run
+
+
 def _write_decoded_run(root, folder, seed, better: bool):
     """A finished Transformer run of the default recipe and its validation decodes: every setting translates
     half of 40 sentences right, except beam 8 with alpha 1.0, which gets all of them right when `better`, and
     none when not."""
-    from pipeline.config import make_config
     from pipeline.io import write_json
 
-    run = root / "runs" / "mt" / folder
-    write_json(run / "config.json", {"model": "mt", **dataclasses.asdict(make_config("mt", "full", {"seed": seed}))})
-    write_json(run / "provenance.json", {"git_commit": "abc", "precision": "bf16", "processes": 1, "device": "cpu",
-                                         "cpu": "Intel Xeon", "cpu_family": 6, "cpu_model": 167, "threads": 2})
-    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 2.0, "val_bleu": 30.0}) + "\n")
-    write_json(run / "final.json", {"test_bleu": 30.0, "train_wall_s": 1.0})
+    run = _write_finished_run(root, "mt", folder, {"seed": seed}, ("Intel Xeon", 6, 167), {"val_bleu": 30.0},
+                              {"test_bleu": 30.0})
     references = [[f"sentence {i} of seed {seed} says something longer than four words"] for i in range(40)]
     half = [r[0] if i % 2 else "no words in common" for i, r in enumerate(references)]
     settings = {}
@@ -605,15 +615,10 @@ def _write_viewed_run(root, folder, seed, better: bool):
     """A finished ResNet run of the default recipe and its validation scores with each setting of views: 400
     images, of which every setting gets 300 right, except the mirror shifted by 2 pixels, which gets 340 right when
     `better`, and 260 when not."""
-    from pipeline.config import make_config
     from pipeline.io import write_json
 
-    run = root / "runs" / "cls" / folder
-    write_json(run / "config.json", {"model": "cls", **dataclasses.asdict(make_config("cls", "full", {"seed": seed}))})
-    write_json(run / "provenance.json", {"git_commit": "abc", "precision": "bf16", "processes": 1, "device": "cpu",
-                                         "cpu": "AMD EPYC", "cpu_family": 25, "cpu_model": 17, "threads": 2})
-    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 2.0, "val_accuracy": 0.75}) + "\n")
-    write_json(run / "final.json", {"test_accuracy": 0.75, "train_wall_s": 1.0})
+    run = _write_finished_run(root, "cls", folder, {"seed": seed}, ("AMD EPYC", 25, 17), {"val_accuracy": 0.75},
+                              {"test_accuracy": 0.75})
     settings = {}
     for key, mirror, shift in (("image alone", False, 0), ("mirror", True, 0), ("mirror + shift 1", True, 1),
                                ("mirror + shift 2", True, 2)):
@@ -664,20 +669,15 @@ def test_a_views_setting_is_chosen_only_when_it_beats_the_recipes_own_by_the_rul
 def test_single_runs_borrow_the_spread_of_the_seeds_experiment_with_the_most_runs(tmp_path):
     """An earlier default's seeds experiment kept beside today's lends its spread until today's has as many runs."""
     from pipeline.compare.arms import borrowed_spreads
-    from pipeline.config import Paths, make_config
-    from pipeline.io import write_json
+    from pipeline.config import Paths
 
     def seeds(name, epochs, n):
         return {"model": "cls", "question": "Q?", "metrics": ["test_accuracy"], "design": "seeds", "budget": "b",
                 "base": {"epochs": epochs}, "runs": {f"s{i}": {"seed": i} for i in range(n)}}
 
     def finish(folder, seed, epochs, accuracy):
-        run = tmp_path / "runs" / "cls" / folder
-        write_json(run / "config.json", {"model": "cls", **dataclasses.asdict(
-            make_config("cls", "full", {"seed": seed, "epochs": epochs}))})
-        write_json(run / "provenance.json", {"git_commit": "abc", "precision": "bf16", "device": "cpu"})
-        (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 1.0}) + "\n")
-        write_json(run / "final.json", {"test_accuracy": accuracy, "train_wall_s": 1.0})
+        _write_finished_run(tmp_path, "cls", folder, {"seed": seed, "epochs": epochs}, ("CPU", 6, 167), {},
+                            {"test_accuracy": accuracy})
 
     experiments = parse_experiments({"today": seeds("today", 7, 4), "earlier": seeds("earlier", 6, 3)},
                                     tmp_path / "x.yaml")
