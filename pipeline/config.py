@@ -159,6 +159,10 @@ class ClsConfig:
         0.0,
         "decay per step of an exponential moving average of the weights, which validation and the test then score (0 "
         "= none)")
+    average_epochs: int = option(
+        0,
+        "validation and the test score the mean of the weights and batch-norm statistics after every step of the last "
+        "this-many epochs (0 = the last weights)")
     val_tta: bool = option(False, "validation also scores each image's mirror image (a second forward pass)")
     test_tta: bool = option(True, "test scores average the logits of each image and its mirror image")
     tta_translate: int = option(
@@ -438,6 +442,11 @@ def validate(config):
             raise PipelineError(f"--flip must be random or alternate, not {config.flip!r}.")
         if not 0.0 <= config.ema < 1.0:
             raise PipelineError(f"--ema must lie in [0, 1), got {config.ema}.")
+        if not 0 <= config.average_epochs <= config.epochs:
+            raise PipelineError(f"--average_epochs must lie between 0 and --epochs ({config.epochs}), got "
+                                f"{config.average_epochs}.")
+        if config.ema and config.average_epochs:
+            raise PipelineError("--ema and --average_epochs each choose the weights that are scored: set one of them.")
         if config.depth not in (18, 34):
             raise PipelineError(f"--depth must be 18 or 34, not {config.depth}.")
         if config.width < MIN_WIDTH:

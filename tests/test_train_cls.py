@@ -367,6 +367,38 @@ def test_an_averaged_run_scores_its_averaged_weights(cifar_root):
     assert final["test_accuracy"] == pytest.approx((logits.argmax(1) == task.test_labels).float().mean().item())
 
 
+def test_averaging_the_last_epochs_scores_the_mean_of_their_steps_and_changes_nothing_else(cifar_root, monkeypatch):
+    """--average_epochs 1 of 2 (4 steps an epoch): the scored weights and batch-norm statistics are the mean of the
+    plain run's after each step of the second epoch; the weights trained, and the first epoch's scores, are the plain
+    run's."""
+    paths, after_step = Paths(cifar_root), []
+    real_update = ClsTask.update
+
+    def update(self, loss, lr):
+        real_update(self, loss, lr)
+        after_step.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+
+    monkeypatch.setattr(ClsTask, "update", update)
+    plain_config = make_config("cls", "full", [*TINY, "--precision", "fp32"])
+    runner.run(ClsTask(plain_config, paths), "cls", cifar_root / "plain")
+    plain_steps, after_step[:] = after_step[:], []
+    config = make_config("cls", "full", [*TINY, "--precision", "fp32", "--average_epochs", "1"])
+    runner.run(ClsTask(config, paths), "cls", cifar_root / "late")
+    plain = runtime.load_checkpoint(cifar_root / "plain" / "checkpoint.pt")["task"]["model"]
+    state = runtime.load_checkpoint(cifar_root / "late" / "checkpoint.pt")["task"]
+    assert len(plain_steps) == 8 and all(torch.equal(state["model"][k], plain[k]) for k in plain)
+    for k, v in state["scored_model"].items():
+        if v.is_floating_point():
+            assert torch.allclose(v, torch.stack([s[k] for s in plain_steps[4:]]).mean(0), atol=1e-6), k
+    assert any(not torch.equal(state["scored_model"][k], plain[k]) for k in plain if plain[k].is_floating_point())
+    first_epoch = [_metrics(cifar_root / run)[0] for run in ("plain", "late")]
+    assert first_epoch[0]["val_accuracy"] == first_epoch[1]["val_accuracy"]
+    with pytest.raises(runner.PipelineError, match=r"--average_epochs must lie between 0 and --epochs \(2\), got 3"):
+        make_config("cls", "full", [*TINY, "--average_epochs", "3"])
+    with pytest.raises(runner.PipelineError, match="--ema and --average_epochs each choose the weights"):
+        make_config("cls", "full", [*TINY, "--average_epochs", "1", "--ema", "0.9"])
+
+
 def test_the_loss_trace_averages_windows_and_folds_a_short_last_one_into_the_one_before():
     def trace(steps, first=0):
         t = runner.LossTrace(torch.device("cpu"), first)

@@ -91,14 +91,16 @@ class ClsTask(Task):
         self.net = distributed.wrap(self.model, self.world)
         self.optimizer = torch.optim.SGD(parameter_groups(self.model, config), lr=config.lr,
                                          momentum=config.momentum, nesterov=True)
-        # The averaged weights (buffers too) that validation and the test score when config.ema is set.
-        self.ema = torch.optim.swa_utils.AveragedModel(
-            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema), use_buffers=True
-        ) if config.ema else None
+        # The averaged weights (buffers too) that validation and the test score: an exponential moving average from
+        # the first step (config.ema), or the plain mean over the last config.average_epochs epochs' steps.
+        self.averaged = torch.optim.swa_utils.AveragedModel(
+            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema) if config.ema else None,
+            use_buffers=True) if config.ema or config.average_epochs else None
         # Alternating flips: each image's side in the first epoch, the other side in every next one.
         self.first_flips = (torch.rand(len(train_idx), generator=torch.Generator().manual_seed(config.seed)) < 0.5
                             ).to(self.device) if config.flip == "alternate" else None
         self.total_steps = self.steps_per_epoch * config.epochs
+        self.average_from = 0 if config.ema else self.total_steps - self.steps_per_epoch * config.average_epochs
 
     def _probe_rate(self, precision: str) -> float:
         """Training images/s of a throwaway ResNet-18 at 32 px in `precision`, on random data; the run's
@@ -143,8 +145,8 @@ class ClsTask(Task):
                     logits = self.net(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 self.update(loss, lr)
-                if self.ema is not None:
-                    self.ema.update_parameters(self.model)
+                if self.averaged is not None and self.step >= self.average_from:
+                    self.averaged.update_parameters(self.model)
                 trace.add(self.step, loss.detach() * len(y), len(y))
                 self.step += 1
                 loss_sum += loss.detach().float() * len(y)
@@ -170,8 +172,8 @@ class ClsTask(Task):
 
     @property
     def scored_model(self) -> ResNet:
-        """What validation, the test and evaluation score: the averaged weights when there are any."""
-        return self.model if self.ema is None else self.ema.module
+        """What validation, the test and evaluation score: the averaged weights once there are any."""
+        return self.model if self.averaged is None or self.step <= self.average_from else self.averaged.module
 
     def predictor(self, tta: bool) -> ClsPredictor:
         """What validation and the test score: on rank 0 alone, the plain module (no DDP hooks)."""
@@ -203,13 +205,14 @@ class ClsTask(Task):
             "step": self.step,
             "precision": self.precision,
             "classes": self.classes,
-            **({"ema": self.ema.state_dict(), "scored_model": self.scored_model.state_dict()} if self.ema else {}),
+            **({"averaged": self.averaged.state_dict(), "scored_model": self.scored_model.state_dict()}
+               if self.averaged else {}),
         }
 
     def load_state_dict(self, state: dict, checkpoint: Path) -> None:
         self.restore_precision(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
+        if self.averaged is not None:
+            self.averaged.load_state_dict(state["averaged"])
         self.step = state["step"]
