@@ -46,6 +46,15 @@ def test_committed_pages_are_what_the_templates_render_now():
         assert (COMMITTED.generated_docs / page).read_text() == text, f"docs/generated/{page} is stale"
 
 
+def test_every_table_on_a_committed_page_starts_its_own_block():
+    """Markdown reads a table that follows a line of text without a blank line as more of that paragraph."""
+    for page in sorted(COMMITTED.generated_docs.rglob("*.md")):
+        lines = page.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines[1:], 1):
+            if line.startswith("| ") and lines[i - 1].strip() and not lines[i - 1].startswith("|"):
+                raise AssertionError(f"{page}, line {i + 1}: a table right after text: {lines[i - 1][:80]!r}")
+
+
 def test_committed_benchmarks_are_what_the_run_files_give():
     """BENCHMARKS.md is written from the runs' files; a hand edit, or a run added without `make pages`, shows."""
     from pipeline.report.pages import BENCHMARKS, rendered_benchmarks
