@@ -176,13 +176,13 @@ def test_more_seeds_that_agree_never_make_a_verdict_harder_to_reach():
             items[folder] = {"correct": correct}
             records.append(dataclasses.replace(_record(folder, arm, 0.0, seed),
                                                values={"test_accuracy": float(correct.mean())}))
-    result = compare_arms("test_accuracy", "new", "old", _arms(records), items, None, "higher", "cls")
+    result = compare_arms("test_accuracy", "new", "old", _arms(records), items, [], "higher", "cls")
     by_seed = {t["seed"]: t["p_value"] for t in result["seed_tests"]}
     assert by_seed[0] >= 0.05 and all(p < 0.05 for s, p in by_seed.items() if s != 0)
     assert result["interval"]["p_value"] < 0.01 and result["sample"]["items"] == 2000
     assert result["verdict"] == "supported"
     fewer = [r for r in records if r.seed < 3]  # the same evidence, fewer seeds: never a stronger verdict
-    assert compare_arms("test_accuracy", "new", "old", _arms(fewer), items, None, "higher", "cls")["verdict"] in (
+    assert compare_arms("test_accuracy", "new", "old", _arms(fewer), items, [], "higher", "cls")["verdict"] in (
         "supported", "no clear difference")
 
 
@@ -197,9 +197,9 @@ def test_a_significant_effect_in_the_opposite_direction_is_never_support():
             items[folder] = {"correct": correct}
             records.append(dataclasses.replace(_record(folder, arm, 0.0, seed),
                                                values={"test_accuracy": float(correct.mean())}))
-    result = compare_arms("test_accuracy", "new", "old", _arms(records), items, None, "higher", "cls")
+    result = compare_arms("test_accuracy", "new", "old", _arms(records), items, [], "higher", "cls")
     assert result["interval"]["high"] < 0 and result["verdict"] == "contradicted"
-    without_items = compare_arms("test_accuracy", "new", "old", _arms(records), {}, None, "higher", "cls")
+    without_items = compare_arms("test_accuracy", "new", "old", _arms(records), {}, [], "higher", "cls")
     # without per-image predictions the test sample's noise cannot be counted: no verdict
     assert without_items["interval"] is None and without_items["verdict"] == "not enough runs"
 
@@ -229,7 +229,7 @@ def test_the_ablation_verdict_flips_when_the_numbers_swap():
             _record("b2", "b", 0.62, 1)]
 
     def word(records, expect=None):
-        return compare_arms("val_accuracy", "b", "a", _arms(records), {}, None, expect)["verdict"]
+        return compare_arms("val_accuracy", "b", "a", _arms(records), {}, [], expect)["verdict"]
 
     assert word(runs) == "lower" and word(runs, "higher") == "contradicted"
     swapped = [_record(r.name, "b" if r.arm == "a" else "a", r.values["val_accuracy"], r.seed)
@@ -256,7 +256,8 @@ def _sweep(values, borrowed=0.01, diverged=(), exploratory=False):
     for r in records:
         if r.config["lr"] != 0.15:
             c = compare_arms("val_accuracy", str(r.config["lr"]), "0.15", arms, {},
-                             {"sd": borrowed, "n": 3, "source": "seeds"}, "higher")
+                             [{"source": "seeds", "recipe": None, "machines": [],
+                               "metrics": {"val_accuracy": {"sd": borrowed, "n": 3}}}], "higher")
             c["verdict"] = {"supported": "better", "contradicted": "worse"}.get(c["verdict"], c["verdict"])
             comparisons.append({"value": r.config["lr"], "mean": r.values["val_accuracy"], **c})
     return sweep_answer(experiment, records, comparisons)
@@ -666,12 +667,14 @@ def test_a_views_setting_is_chosen_only_when_it_beats_the_recipes_own_by_the_rul
     assert not compare_experiment(Paths(tmp_path), experiment)["complete"]
 
 
-def test_single_runs_borrow_the_spread_of_the_seeds_experiment_with_the_most_runs(tmp_path):
-    """An earlier default's seeds experiment kept beside today's lends its spread until today's has as many runs."""
-    from pipeline.compare.arms import borrowed_spreads
+def test_a_single_run_borrows_the_spread_of_its_recipes_seeds_experiment_else_the_one_with_the_most_seeds(tmp_path):
+    """An arm compared against a recipe whose seeds experiment has 3 seeds or more borrows that experiment's spread;
+    against any other recipe, the spread of the seeds experiment with the most seeds (the first on a tie)."""
+    from pipeline.compare.arms import lent_spread, seed_spreads
+    from pipeline.compare.records import finished_runs
     from pipeline.config import Paths
 
-    def seeds(name, epochs, n):
+    def seeds(epochs, n):
         return {"model": "cls", "question": "Q?", "metrics": ["test_accuracy"], "design": "seeds", "budget": "b",
                 "base": {"epochs": epochs}, "runs": {f"s{i}": {"seed": i} for i in range(n)}}
 
@@ -679,17 +682,31 @@ def test_single_runs_borrow_the_spread_of_the_seeds_experiment_with_the_most_run
         _write_finished_run(tmp_path, "cls", folder, {"seed": seed, "epochs": epochs}, ("CPU", 6, 167), {},
                             {"test_accuracy": accuracy})
 
-    experiments = parse_experiments({"today": seeds("today", 7, 4), "earlier": seeds("earlier", 6, 3)},
+    screen = {"model": "cls", "question": "Q?", "metrics": ["test_accuracy"], "design": "ablation",
+              "control": "six", "budget": "b",
+              "runs": {"six": {"arm": "six", "seed": 9, "epochs": 6}, "five": {"arm": "five", "seed": 9, "epochs": 5},
+                       "eight": {"arm": "eight", "seed": 9, "epochs": 8}}}
+    experiments = parse_experiments({"today": seeds(7, 4), "earlier": seeds(6, 3), "screen": screen},
                                     tmp_path / "x.yaml")
     for i, accuracy in enumerate([0.88, 0.89, 0.90]):
         finish(f"earlier-s{i}", i, 6, accuracy)
-    for i, accuracy in enumerate([0.90, 0.91]):
+    for i, accuracy in enumerate([0.90, 0.94]):
         finish(f"today-s{i}", i, 7, accuracy)
-    spread = borrowed_spreads(Paths(tmp_path), experiments)["cls"]["test_accuracy"]
-    assert (spread["source"], spread["n"]) == ("earlier", 3) and spread["sd"] == pytest.approx(0.01)
-    finish("today-s2", 2, 7, 0.92)  # as many runs as the earlier default's: today's, first in the file, lends
-    spread = borrowed_spreads(Paths(tmp_path), experiments)["cls"]["test_accuracy"]
-    assert (spread["source"], spread["n"]) == ("today", 3)
+    for folder, epochs in (("screen-six", 6), ("screen-five", 5), ("screen-eight", 8)):
+        finish(folder, 9, epochs, 0.9)
+    arms = by_arm(finished_runs(Paths(tmp_path), experiments[2])[0])
+
+    def lent(against):
+        return lent_spread(seed_spreads(Paths(tmp_path), experiments)["cls"], "test_accuracy", arms[against])
+
+    assert (lent("six")["source"], lent("six")["n"]) == ("earlier", 3) and lent("six")["sd"] == pytest.approx(0.01)
+    assert lent("five")["source"] == "earlier"  # no seeds experiment of its recipe: the one with the most seeds
+    finish("today-s2", 2, 7, 0.92)  # as many seeds as the earlier default's: today's, first in the file, lends
+    assert (lent("five")["source"], lent("five")["n"]) == ("today", 3)
+    assert lent("six")["source"] == "earlier"  # the recipe's own still lends, though no longer the most seeds
+    finish("today-s3", 3, 7, 0.93)
+    assert lent("six")["source"] == "earlier" and lent("eight")["source"] == "today"
+
 
 def test_the_comparison_figure_and_page_stages_import_no_torch():
     """They read only the files the stages before them wrote, so they run, and stay fast, without torch."""

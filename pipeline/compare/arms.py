@@ -7,7 +7,7 @@ import numpy as np
 
 from pipeline.compare import stats
 from pipeline.compare.provenance import machines_of
-from pipeline.compare.records import RunRecord, finished_runs
+from pipeline.compare.records import RUNTIME_FIELDS, RunRecord, finished_runs
 from pipeline.config import Paths
 from pipeline.experiments.metrics import EPOCH_METRICS, FINAL_METRICS, HIGHER_IS_BETTER, ITEM_METRICS
 from pipeline.scoring.bleu import paired_bleu, signature_tokenizer
@@ -49,14 +49,16 @@ def test_sample_term(a: list[RunRecord], b: list[RunRecord], items: dict) -> dic
     return stats.test_sample_term(mean_a, mean_b, sorted(r.seed for r in kept_a), sorted(r.seed for r in kept_b))
 
 
-def compare_arms(metric: str, arm: str, against: str, arms: dict, items: dict, borrowed: dict | None,
+def compare_arms(metric: str, arm: str, against: str, arms: dict, items: dict, lenders: list[dict],
                  expect: str | None, model: str = "cls") -> dict:
-    """One comparison on one metric: one interval over both noises, and the verdict the one rule reads off it."""
+    """One comparison on one metric: one interval over both noises, and the verdict the one rule reads off it.
+    Where an arm has a single run, the training noise is the spread lent_spread picks from `lenders`."""
     a = {r.seed: r.values[metric] for r in arms[arm] if metric in r.values}
     b = {r.seed: r.values[metric] for r in arms[against] if metric in r.values}
     if not a or not b:
         return {"metric": metric, "verdict": "not enough runs", "training": None, "interval": None,
-                "sample": None, "seed_tests": [], "borrowed": False}
+                "sample": None, "seed_tests": [], "borrowed": None}
+    borrowed = lent_spread(lenders, metric, arms[against])
     training = stats.training_difference(a, b, borrowed)
     fixed_test_set = model == "cls" and metric in ITEM_METRICS
     sample = test_sample_term(arms[arm], arms[against], items) if fixed_test_set else None
@@ -66,7 +68,8 @@ def compare_arms(metric: str, arm: str, against: str, arms: dict, items: dict, b
             "training": training, "interval": interval, "sample": sample,
             "seed_tests": seed_tests(metric, arms[arm], arms[against], items),
             "verdict": stats.verdict(interval, expect, HIGHER_IS_BETTER.get(metric, True)),
-            "borrowed": training is not None and training["method"].startswith("t with the seed spread")}
+            "borrowed": borrowed if training is not None and training["method"].startswith("t with the seed spread")
+            else None}
 
 
 def correct_family(comparisons: list[dict]) -> list[dict]:
@@ -83,20 +86,41 @@ def correct_family(comparisons: list[dict]) -> list[dict]:
     return comparisons
 
 
-def borrowed_spreads(paths: Paths, experiments: list) -> dict:
-    """Per model and metric, the seed spread of the model's seeds experiment (its default recipe), which arms
-    with a single run borrow: {"sd", "n", "source", "machines"}. Where a model has several (an earlier default's
-    kept), the one with the most runs lends it (the first in experiments.yaml on a tie): a spread over two seeds
-    would widen every borrowed interval more than a change of recipe moves it."""
-    spreads = {}
+def recipe_of(record: RunRecord) -> str:
+    """What a run trained and scored, apart from its seed and how it ran (device, threads, precision)."""
+    return repr(sorted((k, v) for k, v in record.config.items() if k != "seed" and k not in RUNTIME_FIELDS))
+
+
+def seed_spreads(paths: Paths, experiments: list) -> dict[str, list[dict]]:
+    """Per model, in experiments.yaml's order, the seed spread each seeds experiment can lend to arms with a single
+    run: {"source", "recipe" (recipe_of its runs; None if they differ), "machines", "metrics": {metric: {"sd",
+    "n"}}}."""
+    lenders: dict[str, list[dict]] = {}
     for experiment in experiments:
         if not experiment.kind.lends_spread:
             continue
         records, _ = finished_runs(paths, experiment)
+        metrics = {}
         for metric in FINAL_METRICS[experiment.model] + EPOCH_METRICS[experiment.model]:
             values = [r.values[metric] for r in records if metric in r.values]
-            if len(values) >= max(2, spreads.get(experiment.model, {}).get(metric, {}).get("n", 0) + 1):
-                spreads.setdefault(experiment.model, {})[metric] = {
-                    "sd": float(np.std(values, ddof=1)), "n": len(values), "source": experiment.name,
-                    "machines": [m["machine"] for m in machines_of(records)]}
-    return spreads
+            if len(values) >= 2:
+                metrics[metric] = {"sd": float(np.std(values, ddof=1)), "n": len(values)}
+        recipes = {recipe_of(r) for r in records}
+        if metrics:
+            lenders.setdefault(experiment.model, []).append({
+                "source": experiment.name, "recipe": recipes.pop() if len(recipes) == 1 else None,
+                "machines": [m["machine"] for m in machines_of(records)], "metrics": metrics})
+    return lenders
+
+
+def lent_spread(lenders: list[dict], metric: str, against: list[RunRecord]) -> dict | None:
+    """The seed spread {"sd", "n", "source", "machines"} a comparison borrows where an arm has a single run: that of
+    the seeds experiment of the recipe its `against` arm trained, where it has stats.MIN_LENDER_SEEDS seeds or
+    more; else that of the one with the most seeds (the first in experiments.yaml on a tie). None where none has
+    two."""
+    able = [lender for lender in lenders if metric in lender["metrics"]]
+    recipes = {recipe_of(r) for r in against}
+    own = [lender for lender in able if len(recipes) == 1 and lender["recipe"] in recipes
+           and lender["metrics"][metric]["n"] >= stats.MIN_LENDER_SEEDS]
+    lender = max(own or able, key=lambda candidate: candidate["metrics"][metric]["n"], default=None)
+    return lender and {**lender["metrics"][metric], "source": lender["source"], "machines": lender["machines"]}

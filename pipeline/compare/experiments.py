@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 
 from pipeline.compare import stats
-from pipeline.compare.arms import borrowed_spreads
+from pipeline.compare.arms import seed_spreads
 from pipeline.compare.benchmarks import runs_table
 from pipeline.compare.insights import main_run_insights
 from pipeline.compare.provenance import runs_mix
@@ -27,7 +27,7 @@ from pipeline.io import read_json, write_json
 INSIGHTS = "insights.json"  # the tests behind the insights page's sentences
 
 
-def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | None = None) -> dict | None:
+def compare_experiment(paths: Paths, experiment: Experiment, lenders: dict | None = None) -> dict | None:
     """Numbers and verdicts for one experiment from its finished runs that count, or None if none does (or its
     design has nothing to show yet)."""
     design = experiment.kind
@@ -41,9 +41,9 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
     arms = by_arm(records)
     summaries = {m: {arm: stats.seed_summary([r.values[m] for r in rs if m in r.values])
                      for arm, rs in arms.items() if any(m in r.values for r in rs)} for m in experiment.metrics}
-    spreads = (spreads or {}).get(experiment.model, {})
     evidence = Evidence(experiment, records, arms, {r.folder: item_scores(paths, experiment.model, r)
-                                                    for r in records}, spreads, summaries, inputs)
+                                                    for r in records}, (lenders or {}).get(experiment.model, []),
+                        summaries, inputs)
     complete = design.complete(experiment, records, inputs)
     # A confirmatory experiment was declared before its runs: no interval or verdict is worked out until all of
     # them have finished, so interim results cannot choose when to stop.
@@ -67,7 +67,7 @@ def compare_experiment(paths: Paths, experiment: Experiment, spreads: dict | Non
         "runs": [r.to_json() for r in records],
         "uncounted": [{"folder": r.folder, "commit": r.commit, "command": r.command} for r in uncounted],
         "summaries": summaries, "comparisons": comparisons, "answer": answer,
-        "borrowed_spreads": spreads, "train_wall_s": sum(r.train_wall_s for r in records),
+        "train_wall_s": sum(r.train_wall_s for r in records),
         # Only where an arm lets attention see source padding can a padded batch change an output.
         "padding_sentences": padding_sentences(arms) if "source_padding_mask" in varied else [], **extra,
         **(inputs if design.shows_inputs else {}),
@@ -142,9 +142,9 @@ def compare_all(paths: Paths, experiments: list[Experiment]) -> list[dict]:
     """The comparison stage: site_assets/experiments/<name>.json for every experiment with a finished run,
     and index.json naming them in the order of experiments.yaml."""
     results, folder = [], paths.site_assets / "experiments"
-    spreads = borrowed_spreads(paths, experiments)
+    lenders = seed_spreads(paths, experiments)
     for experiment in experiments:
-        result = compare_experiment(paths, experiment, spreads)
+        result = compare_experiment(paths, experiment, lenders)
         if result is None:
             (folder / f"{experiment.name}.json").unlink(missing_ok=True)
             continue

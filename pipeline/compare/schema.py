@@ -48,7 +48,8 @@ METRIC_COMPARISON = {"type": "object", "required": ["metric", "verdict", "traini
                                     "training": {"type": ["object", "null"]}, "sample": {"type": ["object", "null"]},
                                     "seed_tests": {"type": "array", "items": {"type": "object",
                                                                                "required": ["seed", "p_value"]}},
-                                    "borrowed": {"type": "boolean"}}}
+                                    "borrowed": {"type": ["object", "null"],
+                                                 "required": ["sd", "n", "source", "machines"]}}}
 COMPARISON = {"type": "object", "required": ["arm", "against", "expect", "metrics", "verdict"],
               "properties": {"arm": {"type": "string"}, "against": {"type": "string"},
                              "expect": {"enum": ["higher", "lower", None]}, "verdict": {"type": "string"},
@@ -66,7 +67,7 @@ RESULT = {
     "required": ["name", "model", "question", "claim", "caveats", "rule", "design", "trains", "plots", "budget",
                  "metrics", "control", "sweep", "choose_on", "complete", "planned_runs", "confirmatory",
                  "exploratory", "differing_fields", "varied_fields", "differing_provenance", "mix",
-                 "reproduction", "runs", "uncounted", "summaries", "comparisons", "answer", "borrowed_spreads",
+                 "reproduction", "runs", "uncounted", "summaries", "comparisons", "answer",
                  "train_wall_s", "padding_sentences"],
     "properties": {
         "name": {"type": "string"}, "model": {"enum": ["cls", "mt"]}, "question": {"type": "string"},
@@ -92,8 +93,6 @@ RESULT = {
                                                                       "n": {"type": "integer"}}}}},
         "comparisons": {"type": "array", "items": COMPARISON},
         "answer": ANSWER,
-        "borrowed_spreads": {"type": "object", "additionalProperties": {
-            "type": "object", "required": ["sd", "n", "source", "machines"]}},
         "train_wall_s": {"type": "number"}, "padding_sentences": STRINGS,
     },
 }

@@ -2,9 +2,9 @@
 verdict.
 
 Two sources of noise are counted. Training noise: the same recipe gives another score with another seed; it is
-measured over seeds with Student's t (n - 1 degrees of freedom; paired where two arms share seeds), or, where an
-arm has one run, borrowed from the model's seeds experiment. Test-sample noise: another sample of test items would
-give other scores. Where the seed draws the items (the validation splits of both models, the Transformer's test
+measured over seeds with Student's t (n - 1 degrees of freedom; paired where two arms share seeds), or, where an arm
+has one run, borrowed from one of the model's seeds experiments. Test-sample noise: another sample of test items
+would give other scores. Where the seed draws the items (the validation splits of both models, the Transformer's test
 sentences), the spread over seeds already carries it. Where every seed scores the same items (CIFAR-10's official
 test set), it is measured on the items themselves and added. One interval over both decides; per-seed paired tests
 (McNemar's, sacrebleu's paired bootstrap) are shown beside it as information and decide nothing."""
@@ -19,10 +19,13 @@ from scipy import stats
 CONFIDENCE = 0.95  # of every interval
 ALPHA = 1 - CONFIDENCE  # the level of every test whose p-value a page words
 P_FLOOR = 1e-300  # below this a p-value underflows to 0 in double precision; pages write "p < 1e-300"
+# A borrowed spread over fewer seeds than this widens an interval more than a change of recipe moves it.
+MIN_LENDER_SEEDS = 3
 RULE = ("A difference counts only when one 95 % interval of it excludes zero. The interval counts training noise "
-        "(Student's t over seeds: paired where the arms share seeds, Welch's where they do not, or a seed spread "
-        "borrowed from the seeds experiment where an arm has one run) and test-sample noise: where every seed "
-        "scores the same test items (CIFAR-10's test set), the standard error of the seed-averaged per-item "
+        "(Student's t over seeds: paired where the arms share seeds, Welch's where they do not, or, where an arm "
+        "has one run, a seed spread borrowed from the seeds experiment of the recipe it is compared against if "
+        f"that has {MIN_LENDER_SEEDS} seeds or more, else from the one with the most) and test-sample noise: where "
+        "every seed scores the same test items (CIFAR-10's test set), the standard error of the seed-averaged per-item "
         "difference is added in quadrature; where the seed draws the scored items (validation splits, the "
         "Transformer's test sentences), the spread over seeds already holds it. Every seed pools into that one "
         "interval, and the per-seed paired tests are shown, not counted: none of them can veto it. More runs "

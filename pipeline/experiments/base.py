@@ -19,12 +19,13 @@ WORDS = {"supported": "better", "contradicted": "worse"}  # a chooser's verdict 
 @dataclass
 class Evidence:
     """What a design's comparison reads: the experiment, its finished runs that count (all of its arms), their
-    kept test items, the spreads single runs borrow, the per-arm summaries, and the design's own inputs."""
+    kept test items, the seed spreads single runs can borrow (pipeline.compare.arms.seed_spreads), the per-arm
+    summaries, and the design's own inputs."""
     experiment: Experiment
     records: list[RunRecord]
     arms: dict[str, list[RunRecord]]
     items: dict
-    spreads: dict
+    lenders: list[dict]
     summaries: dict
     inputs: dict
 

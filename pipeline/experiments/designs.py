@@ -65,7 +65,7 @@ class Ablation(Design):
         comparisons = []
         for arm, against, expect in pairs:
             if arm in ev.arms and against in ev.arms:
-                per_metric = [compare_arms(m, arm, against, ev.arms, ev.items, ev.spreads.get(m),
+                per_metric = [compare_arms(m, arm, against, ev.arms, ev.items, ev.lenders,
                                            expect if i == 0 else None, e.model) for i, m in enumerate(e.metrics)]
                 comparisons.append({"arm": arm, "against": against, "expect": expect, "metrics": per_metric,
                                     "verdict": per_metric[0]["verdict"]})
@@ -102,7 +102,7 @@ class Sweep(Design):
             for value, rs in sorted(by_value.items()):
                 if value == default:
                     continue
-                c = compare_arms(metric, str(value), str(default), value_arms, ev.items, ev.spreads.get(metric),
+                c = compare_arms(metric, str(value), str(default), value_arms, ev.items, ev.lenders,
                                  "higher", e.model)
                 c["verdict"] = WORDS.get(c["verdict"], c["verdict"])
                 comparisons.append({"arm": rs[0].arm, "against": by_value[default][0].arm, "value": value,

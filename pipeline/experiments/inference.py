@@ -245,6 +245,6 @@ def grid_comparisons(keys: list[str], default: str, scores: dict, metric: str, t
                             "metrics": [{"metric": metric, "difference": means[key] - means[default],
                                          "training": training, "interval": interval, "sample": None,
                                          "seed_tests": tests(key) if decided else [], "verdict": word,
-                                         "borrowed": False}],
+                                         "borrowed": None}],
                             "verdict": word})
     return correct_family(comparisons)

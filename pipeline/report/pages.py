@@ -14,7 +14,7 @@ from markupsafe import Markup, escape
 from pipeline.config import ADAM_BETAS, ADAM_EPS, REPO, Paths, PipelineError, config_from_dict, image_sides, \
     uncommitted
 from pipeline.compare.experiments import INSIGHTS, experiment_results
-from pipeline.compare.stats import P_FLOOR, RULE
+from pipeline.compare.stats import MIN_LENDER_SEEDS, P_FLOOR, RULE
 from pipeline.io import TIMINGS, read_json, write_text
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"  # package data: works installed too
@@ -160,7 +160,8 @@ def environment() -> Environment:
                        seed_tests=seed_tests, p_value=p_value, machine=machine, pixels=pixels,
                        image_sides=sides)
     env.tests["uncommitted"] = uncommitted
-    env.globals.update(percent=percent, number=number, adam_betas=ADAM_BETAS, adam_eps=ADAM_EPS)
+    env.globals.update(percent=percent, number=number, adam_betas=ADAM_BETAS, adam_eps=ADAM_EPS,
+                       min_lender_seeds=MIN_LENDER_SEEDS)
     return env
 
 
