@@ -60,7 +60,8 @@ MT_FIGURES := $(ROOT)/site_assets/mt/figures.json
 EXPERIMENT_RESULTS := $(ROOT)/site_assets/experiments/index.json
 EXPERIMENT_FIGURES := $(ROOT)/site_assets/experiments/figures.json
 # What the comparison stage reads: every finished run and analysis there is when Make starts.
-FINISHED := $(wildcard $(ROOT)/runs/*/*/final.json $(ROOT)/runs/cls/analyses/*.json)
+# The comparison also tabulates the bench's speed measurements (step_speed.json, decode_speed.json).
+FINISHED := $(wildcard $(ROOT)/runs/*/*/final.json $(ROOT)/runs/cls/analyses/*.json $(ROOT)/runs/*/*/*_speed.json)
 NAMES ?=
 # The experiments file (the tests point it at a tiny one).
 EXPERIMENTS ?= experiments.yaml
