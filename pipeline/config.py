@@ -155,6 +155,8 @@ class ClsConfig:
     cutout: int = option(0, "side (pixels) of a square of each training image set to the mean (0 = none)")
     bn_weight_decay: bool = option(False, "weight decay on batch-norm weights and biases too; false spares them")
     bn_lr_scale: float = option(4.0, "learning rate of batch-norm weights and biases, as a multiple of lr")
+    bn_momentum: float = option(
+        0.1, "weight of each batch in the batch norms' running statistics (PyTorch's convention and default, 0.1)")
     ema: float = option(
         0.0,
         "decay per step of an exponential moving average of the weights, which validation and the test then score (0 "
@@ -163,6 +165,11 @@ class ClsConfig:
         0,
         "validation and the test score the mean of the weights and batch-norm statistics after every step of the last "
         "this-many epochs (0 = the last weights)")
+    lookahead: bool = option(
+        False,
+        "every 5 steps (and at the last), the weights and batch-norm statistics move to an exponential moving "
+        "average of themselves whose decay per update rises from 0 to 0.95^5 as the cube of the share of steps taken "
+        "(airbench's lookahead): the run trains on, and is scored with, the averaged weights")
     val_tta: bool = option(False, "validation also scores each image's mirror image (a second forward pass)")
     test_tta: bool = option(True, "test scores average the logits of each image and its mirror image")
     tta_translate: int = option(
@@ -440,13 +447,16 @@ def validate(config):
                     f"--low_res_epochs epochs and 32 after.")
         if config.flip not in ("random", "alternate"):
             raise PipelineError(f"--flip must be random or alternate, not {config.flip!r}.")
+        if not 0.0 < config.bn_momentum <= 1.0:
+            raise PipelineError(f"--bn_momentum must lie in (0, 1], got {config.bn_momentum}.")
         if not 0.0 <= config.ema < 1.0:
             raise PipelineError(f"--ema must lie in [0, 1), got {config.ema}.")
         if not 0 <= config.average_epochs <= config.epochs:
             raise PipelineError(f"--average_epochs must lie between 0 and --epochs ({config.epochs}), got "
                                 f"{config.average_epochs}.")
-        if config.ema and config.average_epochs:
-            raise PipelineError("--ema and --average_epochs each choose the weights that are scored: set one of them.")
+        if sum(map(bool, (config.ema, config.average_epochs, config.lookahead))) > 1:
+            raise PipelineError("--ema, --average_epochs and --lookahead each choose the weights that are scored: "
+                                "set one of them.")
         if config.depth not in (18, 34):
             raise PipelineError(f"--depth must be 18 or 34, not {config.depth}.")
         if config.width < MIN_WIDTH:

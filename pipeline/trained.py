@@ -47,6 +47,9 @@ def build_resnet(config: ClsConfig, device: torch.device) -> ResNet:
     """The network a config describes, on the device, in its memory format (freshly initialised)."""
     model = make_resnet(config.depth, config.shortcuts, width=config.width, projection=config.projection_shortcuts,
                         identity_start=config.identity_start).to(device)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = config.bn_momentum
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 

@@ -15,7 +15,7 @@ from pipeline.models.resnet import make_resnet
 from pipeline import runtime
 from pipeline.train import runner
 from pipeline.train.cls import ClsTask, lr_at
-from pipeline.trained import ClsPredictor
+from pipeline.trained import ClsPredictor, build_resnet
 from tests.conftest import WritesMarker, interrupt_at
 
 TINY = ["--epochs", "2", "--batch_size", "16", "--val_size", "32", "--train_limit", "64",
@@ -51,16 +51,20 @@ def _metrics(run_dir):
 DETERMINISTIC = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "resolution")
 
 
-def test_resume_reproduces_an_uninterrupted_run(cifar_root, monkeypatch):
+@pytest.mark.parametrize("options, stop", [([], 1), (["--lookahead", "true", "--epochs", "3"], 2)],
+                         ids=["plain", "lookahead"])
+def test_resume_reproduces_an_uninterrupted_run(cifar_root, monkeypatch, options, stop):
+    """Interrupted and resumed; with --lookahead, stopped after step 8 of 12, the checkpoint keeps the average of the
+    update at step 5, which neither the weights then nor the starting weights equal."""
     paths = Paths(cifar_root)
-    config = make_config("cls", "full", TINY)
+    config = make_config("cls", "full", [*TINY, *options])
     whole = runner.run(ClsTask(config, paths), "cls", cifar_root / "whole")
 
     interrupted = ClsTask(config, paths)
-    interrupt_at(monkeypatch, interrupted, 1)
+    interrupt_at(monkeypatch, interrupted, stop)
     with pytest.raises(runner.PipelineError, match="--resume"):
         runner.run(interrupted, "cls", cifar_root / "parts")
-    assert len(_metrics(cifar_root / "parts")) == 1 and (cifar_root / "parts" / "checkpoint.pt").exists()
+    assert len(_metrics(cifar_root / "parts")) == stop and (cifar_root / "parts" / "checkpoint.pt").exists()
 
     resumed = runner.run(ClsTask(config, paths), "cls", cifar_root / "parts", resume=True)
     for a, b in zip(_metrics(cifar_root / "whole"), _metrics(cifar_root / "parts"), strict=True):
@@ -340,6 +344,14 @@ def test_recipe_options_change_what_they_name_and_nothing_else(cifar_root):
     assert torch.equal(cut[changed[:, None].expand_as(cut)], fill[changed[:, None].expand_as(cut)])
     assert all(0 < int(c.sum()) <= 64 for c in changed)
 
+    default, fast = (build_resnet(make_config("cls", "full", options), torch.device("cpu"))
+                     for options in ([], ["--bn_momentum", "0.4"]))
+    assert {m.momentum for m in default.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
+    assert {m.momentum for m in fast.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.4}
+    assert str(default) == str(fast).replace("momentum=0.4", "momentum=0.1")
+    with pytest.raises(runner.PipelineError, match=r"--bn_momentum must lie in \(0, 1\], got 0.0"):
+        make_config("cls", "full", ["--bn_momentum", "0"])
+
     model = make_resnet(18, width=8)
     groups = parameter_groups(model, make_config("cls", "full", ["--bn_weight_decay", "false", "--bn_lr_scale", "4"]))
     assert [g["weight_decay"] for g in groups] == [5e-4, 0.0] and [g["lr_scale"] for g in groups] == [1.0, 4.0]
@@ -395,8 +407,48 @@ def test_averaging_the_last_epochs_scores_the_mean_of_their_steps_and_changes_no
     assert first_epoch[0]["val_accuracy"] == first_epoch[1]["val_accuracy"]
     with pytest.raises(runner.PipelineError, match=r"--average_epochs must lie between 0 and --epochs \(2\), got 3"):
         make_config("cls", "full", [*TINY, "--average_epochs", "3"])
-    with pytest.raises(runner.PipelineError, match="--ema and --average_epochs each choose the weights"):
-        make_config("cls", "full", [*TINY, "--average_epochs", "1", "--ema", "0.9"])
+    for clash in (["--average_epochs", "1", "--ema", "0.9"], ["--lookahead", "true", "--ema", "0.9"],
+                  ["--lookahead", "true", "--average_epochs", "1"]):
+        with pytest.raises(runner.PipelineError, match="--ema, --average_epochs and --lookahead each choose the"):
+            make_config("cls", "full", [*TINY, *clash])
+
+
+def test_lookahead_sets_the_model_to_its_average_every_five_steps_and_changes_nothing_before(cifar_root, monkeypatch):
+    """--lookahead over 8 steps (2 epochs of 4): the model is set to the average after steps 5 and 8 (the last) only,
+    the average each time moved towards the weights by 1 - 0.95^5 (steps taken / 8)^3; up to the first update the
+    run is the plain run, step for step."""
+    paths, after_step, after_look = Paths(cifar_root), [], {}
+    real_update, real_look_ahead = ClsTask.update, ClsTask.look_ahead
+
+    def floats(model):
+        return {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    def update(self, loss, lr):
+        real_update(self, loss, lr)
+        after_step.append(floats(self.model))
+
+    def look_ahead(self, steps_taken):
+        real_look_ahead(self, steps_taken)
+        after_look[steps_taken] = floats(self.model)
+
+    monkeypatch.setattr(ClsTask, "update", update)
+    monkeypatch.setattr(ClsTask, "look_ahead", look_ahead)
+    runner.run(ClsTask(make_config("cls", "full", [*TINY, "--precision", "fp32"]), paths), "cls", cifar_root / "plain")
+    plain_steps, after_step[:] = after_step[:], []
+    assert not after_look
+    task = ClsTask(make_config("cls", "full", [*TINY, "--precision", "fp32", "--lookahead", "true"]), paths)
+    start = floats(task.model)
+    runner.run(task, "cls", cifar_root / "lookahead")
+    assert sorted(after_look) == [5, 8] and len(after_step) == 8
+    assert all(torch.equal(after_step[i][k], plain_steps[i][k]) for i in range(5) for k in start)
+    average = start
+    for steps_taken in (5, 8):
+        keep = 0.95 ** 5 * (steps_taken / 8) ** 3
+        average = {k: keep * average[k] + (1 - keep) * after_step[steps_taken - 1][k] for k in start}
+        assert all(torch.allclose(after_look[steps_taken][k], average[k], atol=1e-6) for k in start), steps_taken
+    assert not torch.equal(after_look[5]["fc.weight"], after_step[4]["fc.weight"])
+    final = runtime.load_checkpoint(cifar_root / "lookahead" / "checkpoint.pt")["task"]["model"]
+    assert all(torch.equal(final[k], after_look[8][k]) for k in start)
 
 
 def test_the_loss_trace_averages_windows_and_folds_a_short_last_one_into_the_one_before():

@@ -52,6 +52,16 @@ def parameter_groups(model: ResNet, config: ClsConfig) -> list[dict]:
              "lr_scale": config.bn_lr_scale}]
 
 
+# airbench's lookahead: optimiser steps between updates, the decay of the last one, and the power of the share of
+# steps taken that the decay rises with (so the average barely lags the weights early, and smooths them at the end)
+LOOKAHEAD_EVERY, LOOKAHEAD_DECAY, LOOKAHEAD_POWER = 5, 0.95 ** 5, 3
+
+
+def lookahead_decay(steps_taken: int, total_steps: int) -> float:
+    """The lookahead's decay after `steps_taken` of `total_steps` optimiser steps."""
+    return LOOKAHEAD_DECAY * (steps_taken / total_steps) ** LOOKAHEAD_POWER
+
+
 REPORT_EVERY = 20  # steps between progress-bar readings of the running loss (each one waits for the device)
 PROBE_BATCH, PROBE_STEPS = 64, 3  # the precision probe: images per step, timed steps per precision
 
@@ -100,6 +110,10 @@ class ClsTask(Task):
         self.first_flips = (torch.rand(len(train_idx), generator=torch.Generator().manual_seed(config.seed)) < 0.5
                             ).to(self.device) if config.flip == "alternate" else None
         self.total_steps = self.steps_per_epoch * config.epochs
+        # Lookahead: an average of the floating-point state (weights and batch-norm statistics) that the model is set
+        # to at each of its updates, so training goes on from the average.
+        self.lookahead = {k: v.detach().clone() for k, v in self.model.state_dict().items()
+                          if v.is_floating_point()} if config.lookahead else None
         self.average_from = 0 if config.ema else self.total_steps - self.steps_per_epoch * config.average_epochs
 
     def _probe_rate(self, precision: str) -> float:
@@ -145,6 +159,9 @@ class ClsTask(Task):
                     logits = self.net(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 self.update(loss, lr)
+                if self.lookahead is not None and ((self.step + 1) % LOOKAHEAD_EVERY == 0
+                                                   or self.step + 1 == self.total_steps):
+                    self.look_ahead(self.step + 1)
                 if self.averaged is not None and self.step >= self.average_from:
                     self.averaged.update_parameters(self.model)
                 trace.add(self.step, loss.detach() * len(y), len(y))
@@ -169,6 +186,15 @@ class ClsTask(Task):
             "train_s": round(seconds, 2),
             "loss_trace": trace.points(self.step, self.world),
         }
+
+    @torch.no_grad()
+    def look_ahead(self, steps_taken: int) -> None:
+        """Move the lookahead's average towards the model's state by 1 - its decay, then set the model to it."""
+        decay = lookahead_decay(steps_taken, self.total_steps)
+        state = self.model.state_dict()
+        for name, average in self.lookahead.items():
+            average.lerp_(state[name], 1 - decay)
+            state[name].copy_(average)
 
     @property
     def scored_model(self) -> ResNet:
@@ -207,6 +233,7 @@ class ClsTask(Task):
             "classes": self.classes,
             **({"averaged": self.averaged.state_dict(), "scored_model": self.scored_model.state_dict()}
                if self.averaged else {}),
+            **({"lookahead": self.lookahead} if self.lookahead is not None else {}),
         }
 
     def load_state_dict(self, state: dict, checkpoint: Path) -> None:
@@ -215,4 +242,7 @@ class ClsTask(Task):
         self.optimizer.load_state_dict(state["optimizer"])
         if self.averaged is not None:
             self.averaged.load_state_dict(state["averaged"])
+        if self.lookahead is not None:
+            for name, average in self.lookahead.items():
+                average.copy_(state["lookahead"][name])
         self.step = state["step"]
