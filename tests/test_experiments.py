@@ -127,6 +127,7 @@ def test_the_t_interval_over_seeds_uses_n_minus_1_degrees_of_freedom():
     sd = np.std([0.80, 0.82], ddof=1)
     assert summary["halfwidth"] == pytest.approx(12.706 * sd / math.sqrt(2), rel=1e-3)
     assert seed_summary([0.8])["sd"] is None and seed_summary([0.8])["halfwidth"] is None  # one run: no spread
+    assert seed_summary([0.75, 0.75, 0.75])["halfwidth"] == 0.0  # runs that agree: no spread, not NaN
 
 
 def rule(a, b, borrowed=None, expect=None, higher_is_better=True):

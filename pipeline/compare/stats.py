@@ -45,8 +45,9 @@ def seed_summary(values: list[float]) -> dict:
     if n < 2:
         return {"mean": mean, "sd": None, "n": n, "halfwidth": None, "min": min(values, default=math.nan),
                 "max": max(values, default=math.nan)}
-    low, high = stats.t.interval(CONFIDENCE, df=n - 1, loc=mean, scale=stats.sem(values))
-    return {"mean": mean, "sd": float(np.std(values, ddof=1)), "n": n, "halfwidth": float(high - mean),
+    # The quantile times the standard error, not t.interval: that gives NaN, not 0, where every run scores the same.
+    halfwidth = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df=n - 1) * stats.sem(values))
+    return {"mean": mean, "sd": float(np.std(values, ddof=1)), "n": n, "halfwidth": halfwidth,
             "min": min(values), "max": max(values)}
 
 
