@@ -45,23 +45,21 @@ def seed_summary(values: list[float]) -> dict:
     if n < 2:
         return {"mean": mean, "sd": None, "n": n, "halfwidth": None, "min": min(values, default=math.nan),
                 "max": max(values, default=math.nan)}
-    # The quantile times the standard error, not t.interval: that gives NaN, not 0, where every run scores the same.
-    halfwidth = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df=n - 1) * stats.sem(values))
-    return {"mean": mean, "sd": float(np.std(values, ddof=1)), "n": n, "halfwidth": halfwidth,
+    low, high = _interval(mean, float(stats.sem(values)), n - 1)
+    return {"mean": mean, "sd": float(np.std(values, ddof=1)), "n": n, "halfwidth": high - mean,
             "min": min(values), "max": max(values)}
 
 
 def mean_interval(mean: float, sd: float, n: int) -> tuple[float, float]:
     """The 95 % Student t interval of a mean of n values with standard deviation sd."""
-    return tuple(float(x) for x in stats.t.interval(CONFIDENCE, df=n - 1, loc=mean, scale=sd / math.sqrt(n)))
+    return _interval(mean, sd / math.sqrt(n), n - 1)
 
 
 def prediction_interval(values: list[float]) -> tuple[float, float]:
     """The 95 % prediction interval of one new run from runs of the same recipe: mean ± t(n - 1) · sd · √(1 + 1/n),
     Student's t (scipy.stats); it needs two runs or more."""
     n, sd = len(values), float(np.std(values, ddof=1))
-    low, high = stats.t.interval(CONFIDENCE, df=n - 1, loc=float(np.mean(values)), scale=sd * math.sqrt(1 + 1 / n))
-    return float(low), float(high)
+    return _interval(float(np.mean(values)), sd * math.sqrt(1 + 1 / n), n - 1)
 
 
 def training_difference(a: dict, b: dict, borrowed: dict | None = None) -> dict | None:
@@ -121,6 +119,8 @@ def holm(p_values: list[float]) -> list[float]:
 
 
 def _interval(center: float, se: float, df: float) -> tuple[float, float]:
+    """The 95 % Student t interval center ± t(df) · se; the point itself where se is 0 (where scipy's t.interval
+    gives NaN)."""
     if se == 0:
         return center, center
     low, high = stats.t.interval(CONFIDENCE, df=df, loc=center, scale=se)
