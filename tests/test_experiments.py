@@ -61,6 +61,10 @@ def _as_sweep(data, **fields):
     (lambda d: d["tiny"].update(confirmatory="yes"), r"field 'confirmatory': must be true or false"),
     (lambda d: _as_sweep(d, sweep="lr", choose_on="test_accuracy"), r"field 'choose_on': must be a validation score"),
     (lambda d: d["tiny"].update(colour="red"), r"field 'colour': unknown field"),
+    (lambda d: d["tiny"].update(machine={"cpu_family": "6"}), r"field 'machine': must map some of these"),
+    (lambda d: d["tiny"].update(machine={"gpu": "h100"}), r"field 'machine': must map some of these"),
+    (lambda d: d["tiny"].update(machine={"precision": "bf8"}), r"field 'machine': must map some of these"),
+    (lambda d: d["tiny"].update(machine={}), r"field 'machine': must map some of these"),
     (lambda d: d["tiny"]["runs"].update(main={"lr": 0.2}), r"run 'main': the main run takes the default config"),
     (lambda d: d["tiny"]["runs"].update(c={"same_as": "tiny/z"}), r"run 'c', field 'same_as': 'tiny/z' names no run"),
     (lambda d: d["tiny"]["runs"].update(c={"same_as": "tiny/a", "lr": 0.2}), r"run 'c': same_as takes EXPERIMENT/RUN"),
@@ -442,12 +446,54 @@ def test_a_run_from_uncommitted_changes_counts_only_in_a_draft_report(tmp_path, 
     stale.write_bytes(b"")
     compare_all(Paths(tmp_path), [experiment])
     index = json.loads((tmp_path / "site_assets" / "experiments" / "index.json").read_text())
-    assert index["uncounted"] == {"tiny": ["tiny-b"]}
+    assert index["uncounted"] == {"tiny": [{"folder": "tiny-b", "reason": "uncommitted"}]}
     assert [f["path"] for f in build_experiments(Paths(tmp_path))] == ["experiments/tiny.png"]
     assert not stale.exists()
     monkeypatch.setenv(COUNT_UNCOMMITTED, "1")
     result = compare_experiment(Paths(tmp_path), experiment)
     assert len(result["runs"]) == 2 and not result["uncounted"] and result["comparisons"]
+
+
+def test_a_run_trained_off_the_declared_machine_does_not_count_and_the_page_says_where_it_trained(tmp_path):
+    from pipeline.compare.experiments import compare_experiment
+    from pipeline.config import Paths
+    from pipeline.report.pages import EXPERIMENT_PAGE, environment
+
+    data = copy.deepcopy(GOOD)
+    data["tiny"]["machine"] = {"device": "cpu", "cpu_family": 25, "cpu_model": 1, "precision": "fp32"}
+    experiment = parse_experiments(data, tmp_path / "x.yaml")[0]
+    _write_run(tmp_path, "tiny-a", 0, 0.80)  # AMD EPYC family 25 model 1, fp32: where it is declared
+    _write_run(tmp_path, "tiny-b", 0, 0.60, precision="bf16", shortcuts=False)
+    result = compare_experiment(Paths(tmp_path), experiment)
+    assert [r["folder"] for r in result["runs"]] == ["tiny-a"] and not result["comparisons"]
+    assert [(u["folder"], u["reason"]) for u in result["uncounted"]] == [("tiny-b", "machine")]
+    page = environment().get_template(EXPERIMENT_PAGE).render(e={**result, "figures": {}}, assets="../../assets")
+    assert "declared to train on a CPU of family 25, model 1, device cpu, in fp32" in page
+    assert ("**Not counted:** `tiny-b`, trained on AMD EPYC (family 25, model 1), cpu, bf16, not where this "
+            "experiment declares its runs. A run counts once trained again on the declared machine") in page
+    _write_run(tmp_path, "tiny-b", 0, 0.60, shortcuts=False)  # trained again where it is declared
+    assert compare_experiment(Paths(tmp_path), experiment)["comparisons"]
+
+
+def test_make_experiments_leaves_a_run_declared_for_another_cpu_kind_for_that_kind(tmp_path, monkeypatch, capsys):
+    import pipeline.train
+    from pipeline.config import Paths
+    from pipeline.experiments import running
+
+    data = copy.deepcopy(GOOD)
+    data["tiny"]["machine"] = {"cpu_family": 6, "cpu_model": 167, "precision": "bf16"}
+    experiments = parse_experiments(data, tmp_path / "x.yaml")
+    trained = []
+    monkeypatch.setattr(pipeline.train, "train", lambda model, config, run_dir, *a, **k: trained.append(run_dir.name))
+    monkeypatch.setattr(running, "cpu_ids", lambda: {"cpu_vendor": "AuthenticAMD", "cpu_family": 25, "cpu_model": 17})
+    running.train_missing(Paths(tmp_path), experiments)
+    out = capsys.readouterr().out
+    assert trained == [] and "no experiment run is left to train here" in out
+    assert ("tiny: tiny-a is not trained here: experiments.yaml declares its runs with cpu_family 6, cpu_model 167, "
+            "and this machine has cpu_family 25, cpu_model 17; it waits for such a machine.") in out
+    monkeypatch.setattr(running, "cpu_ids", lambda: {"cpu_vendor": "GenuineIntel", "cpu_family": 6, "cpu_model": 167})
+    running.train_missing(Paths(tmp_path), experiments)  # bf16 is checked when compared: "auto" settles it later
+    assert trained == ["tiny-a", "tiny-b"]
 
 
 def test_a_run_trained_with_another_config_than_declared_is_an_error_naming_its_folder_and_fields(tmp_path):

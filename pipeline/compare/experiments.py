@@ -65,7 +65,7 @@ def compare_experiment(paths: Paths, experiment: Experiment, lenders: dict | Non
         "differing_provenance": differing_fields(records, "provenance"),
         "mix": runs_mix(records), "reproduction": design.reproduction(evidence),
         "runs": [r.to_json() for r in records],
-        "uncounted": [{"folder": r.folder, "commit": r.commit, "command": r.command} for r in uncounted],
+        "uncounted": uncounted, "machine": experiment.machine,
         "summaries": summaries, "comparisons": comparisons, "answer": answer,
         "train_wall_s": sum(r.train_wall_s for r in records),
         # Only where an arm lets attention see source padding can a padded batch change an output.
@@ -151,7 +151,8 @@ def compare_all(paths: Paths, experiments: list[Experiment]) -> list[dict]:
         check_result(result, folder / f"{experiment.name}.json")
         write_json(folder / f"{experiment.name}.json", result)
         results.append(result)
-    uncounted = {e.name: [r.folder for r in finished_runs(paths, e)[1]] for e in experiments}
+    uncounted = {e.name: [{k: r[k] for k in ("folder", "reason")} for r in finished_runs(paths, e)[1]]
+                 for e in experiments}
     write_json(folder / "index.json", {"experiments": [r["name"] for r in results],
                                         "planned": [e.name for e in experiments],
                                         "uncounted": {name: runs for name, runs in uncounted.items() if runs}})

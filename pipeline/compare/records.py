@@ -70,10 +70,6 @@ class RunRecord:
     def where(self) -> str:
         return where(self.provenance)
 
-    @property
-    def counts(self) -> bool:
-        return traced(self.commit)
-
     def to_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in self.NOT_WRITTEN}
 
@@ -116,10 +112,23 @@ def read_run(paths: Paths, experiment: Experiment, run: RunSpec) -> RunRecord | 
         epoch_seconds=tuple(EpochTime(r.get("resolution"), r.get("train_s"), r.get("eval_s") or 0) for r in epochs))
 
 
-def finished_runs(paths: Paths, experiment: Experiment) -> tuple[list[RunRecord], list[RunRecord]]:
-    """The experiment's finished runs that count, and those that do not (trained from uncommitted changes)."""
+def not_counted_because(record: RunRecord, experiment: Experiment) -> str | None:
+    """Why a finished run is no evidence for its experiment: "uncommitted" (trained from a tree with uncommitted
+    changes, outside a draft report) or "machine" (trained off the machine the experiment declares); None where
+    it counts."""
+    if not traced(record.commit):
+        return "uncommitted"
+    return "machine" if experiment.off_machine(record.provenance) else None
+
+
+def finished_runs(paths: Paths, experiment: Experiment) -> tuple[list[RunRecord], list[dict]]:
+    """The experiment's finished runs that count, and those that do not: {folder, commit, command, where,
+    reason} (not_counted_because)."""
     finished = [r for r in (read_run(paths, experiment, run) for run in experiment.runs) if r]
-    return [r for r in finished if r.counts], [r for r in finished if not r.counts]
+    reasons = {r.folder: not_counted_because(r, experiment) for r in finished}
+    return ([r for r in finished if reasons[r.folder] is None],
+            [{"folder": r.folder, "commit": r.commit, "command": r.command, "where": r.where,
+              "reason": reasons[r.folder]} for r in finished if reasons[r.folder] is not None])
 
 
 def by_arm(records: list[RunRecord]) -> dict[str, list[RunRecord]]:

@@ -67,7 +67,7 @@ RESULT = {
     "required": ["name", "model", "question", "claim", "caveats", "rule", "design", "trains", "plots", "budget",
                  "metrics", "control", "sweep", "choose_on", "complete", "planned_runs", "confirmatory",
                  "exploratory", "differing_fields", "varied_fields", "differing_provenance", "mix",
-                 "reproduction", "runs", "uncounted", "summaries", "comparisons", "answer",
+                 "reproduction", "runs", "uncounted", "machine", "summaries", "comparisons", "answer",
                  "train_wall_s", "padding_sentences"],
     "properties": {
         "name": {"type": "string"}, "model": {"enum": ["cls", "mt"]}, "question": {"type": "string"},
@@ -85,7 +85,10 @@ RESULT = {
         "reproduction": {"type": ["object", "null"],
                          "required": ["metric", "score", "low", "high", "inside", "runs", "machine", "machines"]},
         "runs": {"type": "array", "minItems": 1, "items": _record_schema(RunRecord)},
-        "uncounted": {"type": "array", "items": {"type": "object", "required": ["folder", "commit", "command"]}},
+        "uncounted": {"type": "array", "items": {"type": "object",
+                                                 "required": ["folder", "commit", "command", "where", "reason"],
+                                                 "properties": {"reason": {"enum": ["uncommitted", "machine"]}}}},
+        "machine": {"type": "object"},
         "summaries": {"type": "object", "additionalProperties": {
             "type": "object", "additionalProperties": {"type": "object", "required": ["mean", "sd", "n"],
                                                        "properties": {"mean": {"type": "number"},

@@ -16,6 +16,9 @@ from pipeline.experiments.metrics import EPOCH_METRICS, FINAL_METRICS
 
 EXPERIMENTS_FILE = "PIPELINE_EXPERIMENTS"  # the variable naming another experiments file (Make's EXPERIMENTS=)
 ANALYSES = ("gradient_norms",)
+# What an experiment's `machine` may pin, as a run's provenance records it, with the values each takes.
+MACHINE_FIELDS = {"device": ("cpu", "cuda", "mps"), "cpu_family": int, "cpu_model": int,
+                  "precision": ("bf16", "fp16", "fp32")}
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class Experiment:
     decoding: dict = dataclasses.field(default_factory=dict)  # decoding: {beam_size: [...], length_penalty: [...]}
     exploratory: bool = False  # a lead for a later confirmation: it says what scored best and chooses nothing
     views: dict = dataclasses.field(default_factory=dict)  # views: {shift: [...]}, the test-time views scored
+    # Where every run is to train ({device, cpu_family, cpu_model, precision}, as provenance records them): a run
+    # trained elsewhere does not count, and `make experiments` trains none of them on another device or CPU kind.
+    machine: dict = dataclasses.field(default_factory=dict)
 
     @property
     def kind(self) -> Design:
@@ -61,6 +67,11 @@ class Experiment:
 
     def config(self, run: RunSpec):
         return make_config(self.model, self.profile, run.overrides)
+
+    def off_machine(self, provenance: dict, fields=tuple(MACHINE_FIELDS)) -> list[str]:
+        """The fields of the declared machine (of those given) that a provenance, or this machine's ids, does not
+        show or shows with another value."""
+        return [k for k, v in self.machine.items() if k in fields and provenance.get(k) != v]
 
     def command(self, run: RunSpec) -> str:
         """The command that trains one run by hand."""
@@ -75,7 +86,7 @@ def _fail(path: Path, where: str, problem: str):
 
 KNOWN_FIELDS = {"model", "question", "metrics", "design", "budget", "base", "runs", "profile", "control", "sweep",
                 "choose_on", "analysis", "comparisons", "claim", "caveats", "confirmatory", "exploratory", "decoding",
-                "views"}
+                "views", "machine"}
 
 
 def parse_experiments(data, path: Path) -> list[Experiment]:
@@ -113,7 +124,8 @@ def _parse_experiment(name: str, spec, path: Path, same_as_of: dict) -> Experime
                             spec.get("analysis"), _parse_comparisons(spec, {r.arm for r in runs}, path, where),
                             spec.get("claim", "").strip(), tuple(c.strip() for c in caveats), dict(base),
                             spec.get("confirmatory", False), spec.get("decoding") or {},
-                            spec.get("exploratory", False), spec.get("views") or {})
+                            spec.get("exploratory", False), spec.get("views") or {},
+                            _parse_machine(spec.get("machine"), path, where))
     for run in runs:
         try:
             experiment.config(run)
@@ -157,6 +169,19 @@ def _checked_fields(spec: dict, path: Path, where: str) -> tuple[str, str, list,
     if spec.get("confirmatory") and spec.get("exploratory"):
         _fail(path, f"{where}, field 'exploratory'", "an experiment is confirmatory or exploratory, not both")
     return model, design, metrics, profile, caveats
+
+
+def _parse_machine(machine, path: Path, where: str) -> dict:
+    """The machine every run is to train on: some of MACHINE_FIELDS, each with a value it can take."""
+    if machine is None:
+        return {}
+    allowed = "; ".join(f"{k}: " + ("an integer, as lscpu shows it" if v is int else " or ".join(v))
+                        for k, v in MACHINE_FIELDS.items())
+    if not isinstance(machine, dict) or not machine or any(
+            k not in MACHINE_FIELDS or (isinstance(v, bool) or not isinstance(v, int) if MACHINE_FIELDS[k] is int
+                                        else v not in MACHINE_FIELDS[k]) for k, v in machine.items()):
+        _fail(path, f"{where}, field 'machine'", f"must map some of these to a value ({allowed}), not {machine!r}")
+    return dict(machine)
 
 
 def _parse_runs(name: str, spec: dict, model: str, design: str, profile: str, base: dict, path: Path,

@@ -123,6 +123,16 @@ def machine(provenance: dict) -> str:
     return f"{provenance.get('cpu') or '—'} ({ids}; {' '.join(provenance.get('cpu_flags') or []) or 'no speed flags'})"
 
 
+def declared_machine(declared: dict) -> str:
+    """An experiment's declared machine (experiments.yaml's `machine`) in words: "a CPU of family 6, model 167,
+    device cpu, in bf16"."""
+    cpu = ", ".join(f"{word} {declared[k]}" for k, word in (("cpu_family", "family"), ("cpu_model", "model"))
+                    if k in declared)
+    parts = [f"a CPU of {cpu}" if cpu else "", f"device {declared['device']}" if "device" in declared else "",
+             f"in {declared['precision']}" if "precision" in declared else ""]
+    return ", ".join(p for p in parts if p)
+
+
 def code(value) -> Markup:
     """A value as an inline code span ("(empty)" for the empty string), shown as written: Markdown escapes a code
     span's content itself (so HTML-escaping it too would show entities) and the fence outruns any backticks inside."""
@@ -158,6 +168,7 @@ def environment() -> Environment:
     env.filters.update(percent=percent, number=number, minutes=minutes, cell=cell, metric=metric, code=code,
                        verbatim=verbatim, delta=delta, sd=sd, verdict_interval=verdict_interval,
                        seed_tests=seed_tests, p_value=p_value, machine=machine, pixels=pixels,
+                       declared_machine=declared_machine,
                        image_sides=sides)
     env.tests["uncommitted"] = uncommitted
     env.globals.update(percent=percent, number=number, adam_betas=ADAM_BETAS, adam_eps=ADAM_EPS,
