@@ -155,6 +155,23 @@ def test_the_recipe_page_states_each_experiments_numbers_and_where_they_ran():
                                          for m in machines) in " ".join(page.split()), name
 
 
+def test_the_recipe_pages_epochs_curves_give_each_lengths_runs_and_mean_scores():
+    from pipeline.report.pages import metric
+
+    page = (COMMITTED.generated_docs / "recipe.md").read_text()
+    for name in ("epochs-cls", "epochs-ramp7-cls"):
+        result = json.loads((COMMITTED.site_assets / "experiments" / f"{name}.json").read_text())
+        lengths: dict = {}
+        for run in result["runs"]:
+            lengths.setdefault(run["config"]["epochs"], []).append(run)
+        for length, runs in lengths.items():
+            mean = sum(r["values"]["val_accuracy"] for r in runs) / len(runs)
+            seeds = ", ".join(str(r["seed"]) for r in runs)
+            row = (f"| {length} | `{runs[0]['config']['resolutions']}` | {len(runs)} ({seeds}) | "
+                   f"{metric(mean, 'val_accuracy')} |")
+            assert row in page, (name, length)
+
+
 def test_every_sweep_of_two_values_or_more_draws_its_scores():
     manifest = json.loads(COMMITTED.manifest.read_text())
     drawn = {f["id"] for f in manifest["figures"]}
