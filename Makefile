@@ -166,7 +166,7 @@ figures: ## evaluate the main runs trained here, compare the experiments, draw e
 $(MANIFEST): $(CLS_FIGURES) $(MT_FIGURES) $(EXPERIMENT_FIGURES) $(FIGURES_CODE)
 	$(PY) -m pipeline manifest
 
-experiments: train ## train the missing runs of experiments.yaml (NAMES="masks seeds-mt" for some), then compare
+experiments: train ## train the main runs where missing, then the missing runs of experiments.yaml (NAMES="masks seeds-mt" for some), then compare
 	@$(MAKE) --no-print-directory $(CLS_EVAL) $(MT_EVAL)
 	$(PIPELINE) experiments $(NAMES)
 	$(MAKE) --no-print-directory $(EXPERIMENT_FIGURES)
