@@ -175,11 +175,15 @@ def _parse_machine(machine, path: Path, where: str) -> dict:
     """The machine every run is to train on: some of MACHINE_FIELDS, each with a value it can take."""
     if machine is None:
         return {}
+    def valid(key, value) -> bool:
+        kind = MACHINE_FIELDS.get(key)
+        if kind is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        return kind is not None and value in kind
+
     allowed = "; ".join(f"{k}: " + ("an integer, as lscpu shows it" if v is int else " or ".join(v))
                         for k, v in MACHINE_FIELDS.items())
-    if not isinstance(machine, dict) or not machine or any(
-            k not in MACHINE_FIELDS or (isinstance(v, bool) or not isinstance(v, int) if MACHINE_FIELDS[k] is int
-                                        else v not in MACHINE_FIELDS[k]) for k, v in machine.items()):
+    if not isinstance(machine, dict) or not machine or not all(valid(k, v) for k, v in machine.items()):
         _fail(path, f"{where}, field 'machine'", f"must map some of these to a value ({allowed}), not {machine!r}")
     return dict(machine)
 

@@ -18,10 +18,10 @@ def train_missing(paths: Paths, experiments: list[Experiment]) -> None:
     from pipeline.evaluate.analyses import run_gradient_norms
     from pipeline.train import train
 
-    todo = []
+    todo, ids = [], cpu_ids()
     for experiment, run in [(e, r) for e in experiments for r in e.runs
                             if not (paths.run(e.model, r.folder) / FINAL).exists()]:
-        here = {**cpu_ids(), "device": pick_device(experiment.config(run).device).type}
+        here = {**ids, "device": pick_device(experiment.config(run).device).type}
         if off := experiment.off_machine(here, fields=KNOWN_BEFORE_TRAINING):
             print(f"{experiment.name}: {run.folder} is not trained here: experiments.yaml declares its runs with "
                   + ", ".join(f"{k} {experiment.machine[k]}" for k in off) + ", and this machine has "
