@@ -399,6 +399,7 @@ def test_a_page_shows_runs_whose_provenance_differs_and_the_verdict_of_the_rule(
     assert "| bf16 |" in page and "| fp32 |" in page
     assert "differ in `shortcuts` and in nothing else" in page
     assert "| b against a | val_accuracy |" in page and "**lower**" in page
+    assert "\n\n## Answer\n" in page  # a heading, not a paragraph's last line, with or without caveats
 
 
 def test_a_confirmatory_experiment_gives_no_verdict_until_every_declared_run_has_finished(tmp_path):
