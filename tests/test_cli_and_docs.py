@@ -104,6 +104,18 @@ def test_a_stages_outputs_are_rebuilt_when_its_code_changes_and_the_site_never_t
     assert "-m pipeline pages" in _dry_run("-W", code, "BENCHMARKS.md")  # the pages stage's other output
 
 
+def test_make_experiments_trains_a_main_run_first_only_where_the_checkout_has_none(tmp_path):
+    """A fresh clone's committed main runs (metric files, no checkpoint) are finished runs to the experiments, so
+    `make experiments` there retrains neither (`make train` does); where a main run is missing it trains first."""
+    for model in ("cls", "mt"):
+        (tmp_path / "runs" / model / "main").mkdir(parents=True)
+        (tmp_path / "runs" / model / "main" / "final.json").write_text("{}")
+    assert "-m pipeline train" not in _dry_run("experiments", f"ROOT={tmp_path}")
+    (tmp_path / "runs" / "mt" / "main" / "final.json").unlink()
+    dry = _dry_run("experiments", f"ROOT={tmp_path}")
+    assert "-m pipeline train mt" in dry and "-m pipeline train cls" not in dry
+
+
 def test_main_runs_metric_files_are_committed_and_make_trains_a_main_run_that_has_only_those(tmp_path):
     """A fresh checkout holds the main runs' metric files, not their checkpoints or test outputs: the comparison
     can read them, and `make train` still trains (a finished run's test outputs tell it the run is here)."""
