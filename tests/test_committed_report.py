@@ -191,7 +191,7 @@ def test_the_recipe_prose_reads_the_config_and_the_code():
     sides = ", ".join(map(str, image_sides(config_from_dict("cls", config))))
     resnet = " ".join((COMMITTED.generated_docs / "resnet.md").read_text().split())
     assert f"image sides of {sides} pixels in the {config['epochs']} epochs" in resnet
-    flips = "each image mirrored in every other epoch" if config["flip"] == "alternate" else "a coin per image and epoch"
-    assert f"horizontal flips ({flips}" in resnet
+    flips = {"alternate": "each image mirrored in every other epoch", "random": "a coin per image and epoch"}
+    assert f"horizontal flips ({flips[config['flip']]}" in resnet
     transformer = " ".join((COMMITTED.generated_docs / "transformer.md").read_text().split())
     assert f"Adam (β = {ADAM_BETAS[0]}, {ADAM_BETAS[1]}, ε = {ADAM_EPS})" in transformer
