@@ -50,16 +50,18 @@ def test_readme_lists_exactly_the_targets_of_make_help():
     assert from_readme == from_make
 
 
+def _make_commands(text: str) -> list[str]:
+    """The targets of each `make ... # comment` line in a text's first bash block."""
+    return re.findall(r"^make ([\w -]+?)\s+#", text.split("```bash", 1)[1].split("```", 1)[0], flags=re.M)
+
+
 def test_the_reproducibility_pages_commands_are_make_targets_and_the_readmes_main_job():
     out = subprocess.run(["make", "--no-print-directory", "help", "BIN=/nonexistent"], cwd=REPO, capture_output=True,
                          text=True, check=True)
     targets = {line.split()[1] for line in out.stdout.splitlines()}
-    def commands(text: str) -> list[str]:
-        return re.findall(r"^make ([\w -]+?)\s+#", text.split("```bash", 1)[1].split("```", 1)[0], flags=re.M)
-
-    page = commands((REPO / "pipeline" / "templates" / "reproducibility.md.j2").read_text())
+    page = _make_commands((REPO / "pipeline" / "templates" / "reproducibility.md.j2").read_text())
     assert page and all(set(c.split()) <= targets for c in page), page
-    assert page[:2] == commands(README)[:2]  # the main job and the tests, as the README gives them
+    assert page[:2] == _make_commands(README)[:2]  # the main job and the tests, as the README gives them
 
 
 @pytest.mark.parametrize("model", list(CONFIGS))
