@@ -168,8 +168,7 @@ $(MANIFEST): $(CLS_FIGURES) $(MT_FIGURES) $(EXPERIMENT_FIGURES) $(FIGURES_CODE)
 
 # A fresh clone's committed main runs (metric files, no checkpoint) are finished runs to the experiments that include
 # them, so make experiments trains a main run first only where this checkout has none (make train trains them again).
-MAIN_UNFINISHED := $(if $(wildcard $(ROOT)/runs/cls/main/final.json),,$(CLS_RUN)) \
-                   $(if $(wildcard $(ROOT)/runs/mt/main/final.json),,$(MT_RUN))
+MAIN_UNFINISHED := $(foreach run,$(CLS_RUN) $(MT_RUN),$(if $(wildcard $(dir $(run))final.json),,$(run)))
 
 experiments: $(MAIN_UNFINISHED) | $(SETUP) ## train the main runs where this checkout has none, then the missing runs of experiments.yaml (NAMES="masks seeds-mt" for some), then compare
 	@$(MAKE) --no-print-directory $(CLS_EVAL) $(MT_EVAL)

@@ -41,10 +41,14 @@ def test_both_option_spellings_and_a_suggestion_for_a_misspelt_one(capsys):
         make_config("cls", "full", ["--epoch", "3"])  # no silent abbreviation
 
 
+def _make_help() -> list[str]:
+    """`make help`'s lines ("  make TARGET  what it does")."""
+    return subprocess.run(["make", "--no-print-directory", "help", "BIN=/nonexistent"], cwd=REPO, capture_output=True,
+                          text=True, check=True).stdout.splitlines()  # no "Entering directory" lines under make test
+
+
 def test_readme_lists_exactly_the_targets_of_make_help():
-    out = subprocess.run(["make", "--no-print-directory", "help", "BIN=/nonexistent"], cwd=REPO, capture_output=True,
-                         text=True, check=True)  # no "Entering directory" lines when run under `make test`
-    from_make = [tuple(line.strip().removeprefix("make ").split(None, 1)) for line in out.stdout.splitlines()]
+    from_make = [tuple(line.strip().removeprefix("make ").split(None, 1)) for line in _make_help()]
     section = README.split("## Make targets", 1)[1].split("\n## ", 1)[0]
     from_readme = re.findall(r"^\| `make ([\w-]+)` \| (.+) \|$", section, flags=re.M)
     assert from_readme == from_make
@@ -56,9 +60,7 @@ def _make_commands(text: str) -> list[str]:
 
 
 def test_the_reproducibility_pages_commands_are_make_targets_and_the_readmes_main_job():
-    out = subprocess.run(["make", "--no-print-directory", "help", "BIN=/nonexistent"], cwd=REPO, capture_output=True,
-                         text=True, check=True)
-    targets = {line.split()[1] for line in out.stdout.splitlines()}
+    targets = {line.split()[1] for line in _make_help()}
     page = _make_commands((REPO / "pipeline" / "templates" / "reproducibility.md.j2").read_text())
     assert page and all(set(c.split()) <= targets for c in page), page
     assert page[:2] == _make_commands(README)[:2]  # the main job and the tests, as the README gives them
