@@ -286,6 +286,15 @@ def test_an_exploratory_sweep_reports_its_best_value_and_chooses_nothing():
     assert not lead["changed"] and lead["chosen_value"] == 0.15
 
 
+def test_a_sweeps_choice_is_one_at_its_own_budget_on_the_index_and_the_claims_table():
+    from pipeline.report.pages import environment
+
+    sweep = environment().get_template("experiments/designs/sweep.md.j2").module
+    e = {"answer": {**_sweep({0.05: 0.60, 0.15: 0.70, 0.5: 0.75, 2.0: 0.90}), "field": "lr"}}
+    for cell in (sweep.index_cell(e), sweep.claim_cell(e)):  # not today's default: a proxy's choice, unconfirmed
+        assert "chose lr = 2.0 at this budget, to be confirmed at full budget" in cell
+
+
 def test_holm_adjusts_a_family_and_a_verdict_only_survives_below_the_level():
     from pipeline.compare.stats import holm
 
