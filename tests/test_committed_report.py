@@ -55,6 +55,21 @@ def test_every_table_on_a_committed_page_starts_its_own_block():
                 raise AssertionError(f"{page}, line {i + 1}: a table right after text: {lines[i - 1][:80]!r}")
 
 
+def test_the_reproducibility_pages_config_tables_list_every_field_of_todays_config():
+    """The main run's record was written when its figures were drawn; options added since must show too, with the
+    value the run trained with, not be missing from the table a reader reruns it by."""
+    import dataclasses
+    import re
+
+    from pipeline.config import CONFIGS
+
+    page = (COMMITTED.generated_docs / "reproducibility.md").read_text(encoding="utf-8")
+    tabs = re.split(r'^=== "', page.split("## Configuration", 1)[1], flags=re.M)[1:]
+    for model, tab in zip(("cls", "mt"), tabs):
+        shown = re.findall(r"^    \| `(\w+)` \|", tab, flags=re.M)
+        assert shown == sorted(f.name for f in dataclasses.fields(CONFIGS[model])), model
+
+
 def test_committed_benchmarks_are_what_the_run_files_give():
     """BENCHMARKS.md is written from the runs' files; a hand edit, or a run added without `make pages`, shows."""
     from pipeline.report.pages import BENCHMARKS, rendered_benchmarks

@@ -12,7 +12,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 from markupsafe import Markup, escape
 
 from pipeline.config import ADAM_BETAS, ADAM_EPS, REPO, Paths, PipelineError, config_from_dict, image_sides, \
-    uncommitted
+    saved_config, uncommitted
 from pipeline.compare.experiments import INSIGHTS, experiment_results
 from pipeline.compare.stats import MIN_LENDER_SEEDS, P_FLOOR, RULE
 from pipeline.io import TIMINGS, read_json, write_text
@@ -187,6 +187,13 @@ def _check_manifest(manifest, path: Path) -> None:
             raise PipelineError(f"{path}: figure {i} lacks {', '.join(sorted(missing))}; run `make figures` again.")
 
 
+def run_record(paths: Paths, model: str) -> dict:
+    """A main run's record from site_assets, its config read by this version: a field added since the figures stage
+    wrote the record (which it does only where the run was trained) shows the value the run trained with."""
+    run = read_json(paths.site_assets / model / "run.json", f"{model} run record")
+    return {**run, "config": saved_config(model, run["config"])}
+
+
 def context(paths: Paths) -> dict:
     """Everything the templates may show, read from site_assets."""
     manifest = read_json(paths.manifest, "figure manifest (run `make figures`)")
@@ -195,7 +202,7 @@ def context(paths: Paths) -> dict:
     for model in ("cls", "mt"):
         models[model] = {
             "metrics": read_json(paths.site_assets / model / "metrics.json", f"{model} metrics"),
-            "run": read_json(paths.site_assets / model / "run.json", f"{model} run record"),
+            "run": run_record(paths, model),
             "timings": read_json(paths.site_assets / model / TIMINGS, f"{model} stage timings"),
             "figures": {f["id"]: f for f in manifest["figures"] if f["model"] == model},
         }
