@@ -113,3 +113,21 @@ def test_templates_hold_no_typed_in_device_or_shape():
     for template in (REPO / "pipeline" / "templates").glob("*.j2"):
         text = template.read_text()
         assert not re.search(r"512 × 4 × 4|bf16 autocast\)|\(a test checks it\)", text), template.name
+
+
+def test_the_recipe_page_calls_the_main_runs_recipe_the_default_only_where_it_is(ctx, tmp_path):
+    from pipeline.io import write_json
+    from pipeline.report.pages import run_record
+
+    main = committed_report_root() / "runs" / "cls" / "main"
+    saved = {k: v for k, v in read_json(main / "config.json", "config").items() if k != "bn_momentum"}
+    write_json(tmp_path / "site_assets" / "cls" / "run.json", {"config": {**saved, "epochs": 3}})
+    record = run_record(Paths(tmp_path), "cls")
+    assert record["config"]["bn_momentum"] == 0.1 and record["differs_from_default"] == ["epochs"]
+    ctx = copy.deepcopy(ctx)
+    assert ctx["cls"]["run"]["differs_from_default"] == []  # the committed main run trained today's defaults
+    assert "Today's default, the main run's recipe, trains" in render(ctx, "recipe.md.j2")
+    ctx["cls"]["run"].update(differs_from_default=["epochs", "resolutions"])
+    text = render(ctx, "recipe.md.j2")
+    assert "The main run's recipe differs from today's default in `epochs`, `resolutions`. It trains" in text
+    assert "Today's default" not in text

@@ -11,8 +11,8 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 from markupsafe import Markup, escape
 
-from pipeline.config import ADAM_BETAS, ADAM_EPS, REPO, Paths, PipelineError, config_from_dict, image_sides, \
-    saved_config, uncommitted
+from pipeline.config import ADAM_BETAS, ADAM_EPS, CONFIGS, REPO, Paths, PipelineError, changed_fields, \
+    config_from_dict, image_sides, saved_config, uncommitted
 from pipeline.compare.experiments import INSIGHTS, experiment_results
 from pipeline.compare.stats import MIN_LENDER_SEEDS, P_FLOOR, RULE
 from pipeline.io import TIMINGS, read_json, write_text
@@ -188,10 +188,12 @@ def _check_manifest(manifest, path: Path) -> None:
 
 
 def run_record(paths: Paths, model: str) -> dict:
-    """A main run's record from site_assets, its config read by this version: a field added since the figures stage
-    wrote the record (which it does only where the run was trained) shows the value the run trained with."""
+    """A main run's record from site_assets, its config read by this version (a field added since the figures stage
+    wrote the record, which it does only where the run was trained, shows the value the run trained with), and the
+    fields in which it differs from today's defaults."""
     run = read_json(paths.site_assets / model / "run.json", f"{model} run record")
-    return {**run, "config": saved_config(model, run["config"])}
+    return {**run, "config": saved_config(model, run["config"]),
+            "differs_from_default": changed_fields(model, run["config"], CONFIGS[model]())}
 
 
 def context(paths: Paths) -> dict:
