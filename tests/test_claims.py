@@ -131,3 +131,15 @@ def test_the_recipe_page_calls_the_main_runs_recipe_the_default_only_where_it_is
     text = render(ctx, "recipe.md.j2")
     assert "The main run's recipe differs from today's default in `epochs`, `resolutions`. It trains" in text
     assert "Today's default" not in text
+
+
+def test_the_experiments_index_groups_by_model_and_says_when_an_uncounted_run_would_count(ctx):
+    text = render(ctx, "experiments/index.md.j2")
+    resnet, transformer = text.split("## ResNet-18 on CIFAR-10 ")[1].split("## Transformer translation ")
+    for name, e in ctx["experiments"].items():
+        assert f"| [{name}]({name}.md) |" in (resnet if e["model"] == "cls" else transformer), name
+    ctx = {**ctx, "uncounted_runs": {"x": [{"folder": "x-a", "reason": "uncommitted"},
+                                           {"folder": "x-b", "reason": "machine"}]}}
+    text = render(ctx, "experiments/index.md.j2")
+    assert "counts once it is trained again from a commit; a run trained on another machine" in text
+    assert "x (`x-a`, uncommitted changes; `x-b`, another machine)." in text
