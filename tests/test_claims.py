@@ -127,6 +127,9 @@ def test_the_recipe_page_calls_the_main_runs_recipe_the_default_only_where_it_is
     ctx = copy.deepcopy(ctx)
     assert ctx["cls"]["run"]["differs_from_default"] == []  # the committed main run trained today's defaults
     assert "Today's default, the main run's recipe, trains" in render(ctx, "recipe.md.j2")
+    ctx["experiments"]["seeds-cls"]["answer"].update(n=1, mean=0.9, sd=None)  # one seed: no spread to state
+    assert "over the 1 seed of [seeds-cls](experiments/seeds-cls.md) its test accuracy is 90.00%." in render(
+        ctx, "recipe.md.j2")
     ctx["cls"]["run"].update(differs_from_default=["epochs", "resolutions"])
     text = render(ctx, "recipe.md.j2")
     assert "The main run's recipe differs from today's default in `epochs`, `resolutions`. It trains" in text
