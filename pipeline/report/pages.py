@@ -192,8 +192,8 @@ def run_record(paths: Paths, model: str) -> dict:
     wrote the record, which it does only where the run was trained, shows the value the run trained with), and the
     fields in which it differs from today's defaults."""
     run = read_json(paths.site_assets / model / "run.json", f"{model} run record")
-    return {**run, "config": saved_config(model, run["config"]),
-            "differs_from_default": changed_fields(model, run["config"], CONFIGS[model]())}
+    config = saved_config(model, run["config"])
+    return {**run, "config": config, "differs_from_default": changed_fields(model, config, CONFIGS[model]())}
 
 
 def context(paths: Paths) -> dict:
